@@ -1,0 +1,97 @@
+"""Objects built from a :class:`~jepa.config.Config`: the model, its optimizer and the data pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from jepa.config import Config, ConfigError
+from jepa.data import fashion_mnist
+from jepa.data.image_folder import ImageFolder, split_folder
+from jepa.data.pretrain import LabelledTensors
+from jepa.losses import JEPALoss
+from jepa.masks import MultiBlockMasks
+from jepa.models.jepa import JEPA
+from jepa.models.pos_embed import sincos_2d
+from jepa.models.predictor import Predictor
+from jepa.models.vit import VisionTransformer, resolve_size, vit_2d
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def grid_size(cfg: Config) -> tuple[int, int]:
+    side = cfg.data.img_size // cfg.encoder.patch_size
+    return side, side
+
+
+def build_encoder(cfg: Config) -> VisionTransformer:
+    e = cfg.encoder
+    size = resolve_size(e.arch, embed_dim=e.embed_dim, depth=e.depth, num_heads=e.num_heads, mlp_ratio=e.mlp_ratio)
+    return vit_2d(size, img_size=cfg.data.img_size, patch_size=e.patch_size, in_chans=e.in_chans)
+
+
+def build_jepa(cfg: Config) -> JEPA:
+    encoder = build_encoder(cfg)
+    p = cfg.predictor
+    predictor = Predictor(
+        encoder_dim=encoder.embed_dim,
+        pos_embed=sincos_2d(p.embed_dim, grid_size(cfg)),
+        embed_dim=p.embed_dim,
+        depth=p.depth,
+        num_heads=p.num_heads,
+    )
+    loss = JEPALoss(kind=cfg.loss.kind, var_coeff=cfg.loss.var_coeff, cov_coeff=cfg.loss.cov_coeff)
+    return JEPA(encoder=encoder, predictor=predictor, loss=loss)
+
+
+def build_masks(cfg: Config) -> MultiBlockMasks:
+    m = cfg.masks
+    return MultiBlockMasks(
+        grid=grid_size(cfg),
+        num_targets=m.num_targets,
+        target_scale=m.target_scale,
+        target_aspect=m.target_aspect,
+        context_scale=m.context_scale,
+        context_aspect=m.context_aspect,
+        min_keep=m.min_keep,
+    )
+
+
+def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.AdamW:
+    """AdamW with two groups: weight decay on matrices and kernels, none on biases and 1-D parameters."""
+    decay, no_decay = [], []
+    for _, param in sorted(model.named_parameters()):
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": cfg.optim.weight_decay[0], "apply_wd": True},
+        {"params": no_decay, "weight_decay": 0.0, "apply_wd": False},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.optim.start_lr, betas=cfg.optim.betas)
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """A labelled image dataset with its normalisation."""
+
+    dataset: torch.utils.data.Dataset
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    channels: int
+
+
+def build_image_data(cfg: Config, split: str) -> ImageData:
+    """The configured image source for 'train' or 'test', checked against the encoder's input channels."""
+    if cfg.data.source == "fashion-mnist":
+        images, labels = fashion_mnist.load_fashion_mnist(split, cfg.data.root)
+        data = ImageData(LabelledTensors(images, labels), fashion_mnist.MEAN, fashion_mnist.STD, 1)
+    else:
+        data = ImageData(ImageFolder(split_folder(cfg.data.source, split)), IMAGENET_MEAN, IMAGENET_STD, 3)
+    if data.channels != cfg.encoder.in_chans:
+        raise ConfigError(
+            f"data.source {cfg.data.source!r} has {data.channels} channel(s) but encoder.in_chans is "
+            f"{cfg.encoder.in_chans}; set encoder.in_chans={data.channels}"
+        )
+    return data

@@ -1,0 +1,283 @@
+"""Typed run configuration: dataclasses filled from YAML plus ``key=value`` overrides.
+
+Every key is checked against the dataclass fields, so a misspelled key is an
+error that names the valid keys instead of a setting that is silently ignored.
+The dataclass defaults are the embedded default run (``configs/ijepa/default.yaml``
+spells the same values out).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used as written."""
+
+
+@dataclass
+class DataConfig:
+    """Where images come from and how they are augmented."""
+
+    source: str = "fashion-mnist"  # "fashion-mnist" or an ImageNet-style folder with train/ (and val/ or test/)
+    root: str | None = None  # Fashion-MNIST IDX folder; searched in the usual places when unset
+    img_size: int = 28
+    crop_scale: tuple[float, float] = (0.3, 1.0)
+    crop_ratio: tuple[float, float] = (0.75, 1.333)
+    hflip: bool = True
+    batch_size: int = 128  # global batch per optimizer step (split over ranks and accumulation)
+    num_workers: int = 0
+    warn_every: int = 100  # warn once per this many corrupt images
+
+
+@dataclass
+class EncoderConfig:
+    """The ViT context encoder (the EMA target encoder is its copy)."""
+
+    arch: Literal["vit_tiny", "vit_small", "vit_base", "vit_large", "vit_huge", "vit_giant"] = "vit_tiny"
+    patch_size: int = 4
+    in_chans: int = 1
+    embed_dim: int | None = None  # overrides of the named size
+    depth: int | None = None
+    num_heads: int | None = None
+    mlp_ratio: float | None = None
+
+
+@dataclass
+class PredictorConfig:
+    """The narrow predictor; the reference is 384 wide and 12 deep."""
+
+    embed_dim: int = 384
+    depth: int = 12
+    num_heads: int = 12
+
+
+@dataclass
+class MaskConfig:
+    """Multi-block masks (reference defaults)."""
+
+    num_targets: int = 4
+    target_scale: tuple[float, float] = (0.15, 0.2)
+    target_aspect: tuple[float, float] = (0.75, 1.5)
+    context_scale: tuple[float, float] = (0.85, 1.0)
+    context_aspect: tuple[float, float] = (1.0, 1.0)
+    min_keep: int = 10
+
+
+@dataclass
+class LossConfig:
+    """Prediction loss against layer-normed targets plus VICReg-style terms."""
+
+    kind: Literal["smooth_l1", "l1", "l2"] = "smooth_l1"
+    var_coeff: float = 0.0
+    cov_coeff: float = 0.0
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with warmup + cosine lr, cosine weight decay and a linear EMA ramp."""
+
+    lr: float = 1e-3
+    start_lr: float = 2e-4
+    final_lr: float = 1e-6
+    warmup_steps: int = 100
+    weight_decay: tuple[float, float] = (0.04, 0.4)
+    betas: tuple[float, float] = (0.9, 0.999)
+    ema: tuple[float, float] = (0.996, 1.0)
+    grad_clip: float | None = None
+    accum_steps: int = 1
+
+
+@dataclass
+class TrainConfig:
+    """Run length, precision and how often to log and checkpoint."""
+
+    steps: int = 1000
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    log_every: int = 25
+    ckpt_every: int = 250
+    threads: int | None = None  # torch CPU threads; None keeps torch's choice
+
+
+@dataclass
+class ProbeConfig:
+    """Linear probe run at the end of training on frozen target-encoder features."""
+
+    enabled: bool = True
+    train_size: int | None = 20000  # images of the train split the probe trains on (None: all)
+    epochs: int = 30
+    batch_size: int = 512  # feature-extraction batch
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases logging; ``auto`` is online with an API key, offline without."""
+
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    project: str = "jepa"
+    name: str | None = None
+
+
+@dataclass
+class Config:
+    """One run."""
+
+    run_dir: str | None = None  # default: a new folder under runs/
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    masks: MaskConfig = field(default_factory=MaskConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert where YAML is looser (lists -> tuples, ints -> floats)."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: {value!r} does not fit {tp}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {list(choices)}")
+        return value
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if tp is float:
+        if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def _merge(obj: Any, updates: dict[str, Any], prefix: str = "") -> None:
+    """Apply a nested dict onto a config dataclass in place, rejecting unknown keys."""
+    hints = typing.get_type_hints(type(obj))
+    valid = [f.name for f in dataclasses.fields(obj)]
+    for name, value in updates.items():
+        key = f"{prefix}{name}"
+        if name not in valid:
+            raise ConfigError(f"unknown config key '{key}'; valid keys here: {', '.join(valid)}")
+        current = getattr(obj, name)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key}: expected a section (mapping), got {value!r}")
+            _merge(current, value, prefix=f"{key}.")
+        else:
+            setattr(obj, name, _convert(value, hints[name], key))
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """Turn ``a.b=value`` (value parsed as YAML) into ``{"a": {"b": value}}``."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value")
+    key, raw = text.split("=", 1)
+    if not key:
+        raise ConfigError(f"override {text!r} has no key")
+    nested: dict[str, Any] = {}
+    node = nested
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = yaml.safe_load(raw) if raw else None
+    return nested
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Build a Config from the defaults, then a YAML file, then ``key=value`` overrides."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        _merge(cfg, data)
+    for text in overrides:
+        _merge(cfg, parse_override(text))
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Reject values that type-check but cannot work, before any work starts."""
+    checks = [
+        (cfg.train.steps >= 1, "train.steps must be >= 1"),
+        (cfg.train.log_every >= 1 and cfg.train.ckpt_every >= 1, "train.log_every and train.ckpt_every must be >= 1"),
+        (cfg.data.batch_size >= 1, "data.batch_size must be >= 1"),
+        (cfg.optim.accum_steps >= 1, "optim.accum_steps must be >= 1"),
+        (cfg.data.batch_size % cfg.optim.accum_steps == 0, "data.batch_size must be divisible by optim.accum_steps"),
+        (cfg.data.img_size % cfg.encoder.patch_size == 0, "data.img_size must be a multiple of encoder.patch_size"),
+        (0 < cfg.data.crop_scale[0] <= cfg.data.crop_scale[1] <= 1, "data.crop_scale must satisfy 0 < lo <= hi <= 1"),
+        (cfg.optim.warmup_steps >= 0, "optim.warmup_steps must be >= 0"),
+        (cfg.loss.var_coeff >= 0 and cfg.loss.cov_coeff >= 0, "loss coefficients must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain nested dict (tuples as lists) for YAML, JSON and checkpoints."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Inverse of :func:`to_dict`, with the same key checking as YAML."""
+    cfg = Config()
+    _merge(cfg, data)
+    return cfg
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,0 +1,95 @@
+"""The pretraining input pipeline: labelled images -> augmented views -> batches with masks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torchvision.transforms import v2
+
+from jepa.data.sampling import SampleKey, derive_seed
+
+
+def train_transform(
+    *, img_size: int, crop_scale: tuple[float, float], crop_ratio: tuple[float, float], hflip: bool,
+    mean: Sequence[float], std: Sequence[float],
+) -> v2.Compose:
+    """I-JEPA's augmentation: random resized crop (+ flip), then float normalisation."""
+    steps: list[v2.Transform] = [v2.RandomResizedCrop(img_size, scale=crop_scale, ratio=crop_ratio, antialias=True)]
+    if hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    return v2.Compose(steps)
+
+
+def eval_transform(*, img_size: int, mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
+    """Resize + centre crop + normalisation, for feature extraction."""
+    return v2.Compose([
+        v2.Resize(img_size, antialias=True), v2.CenterCrop(img_size),
+        v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std),
+    ])
+
+
+class SeededViews(torch.utils.data.Dataset):
+    """Applies ``transform`` to ``base[key.index]`` under an RNG seeded from the sample's stream position.
+
+    ``base`` returns (uint8 image or None when unreadable, label).
+    """
+
+    def __init__(self, base: torch.utils.data.Dataset, transform: Callable, *, seed: int) -> None:
+        self.base = base
+        self.transform = transform
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: SampleKey) -> tuple[torch.Tensor | None, int, int]:
+        image, label = self.base[key.index]
+        if image is None:
+            return None, label, key.batch
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.seed, 2, key.position))
+            return self.transform(image), label, key.batch
+
+
+@dataclass
+class MaskCollator:
+    """Stacks a micro-batch, drops unreadable samples (counted), and draws its masks from a per-batch seed."""
+
+    mask_generator: Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+    seed: int
+    rank: int = 0
+
+    def __call__(self, samples: list[tuple[torch.Tensor | None, int, int]]) -> dict[str, torch.Tensor]:
+        batch_index = samples[0][2]
+        good = [s for s in samples if s[0] is not None]
+        bad = len(samples) - len(good)
+        if not good:
+            raise RuntimeError(f"every sample of micro-batch {batch_index} was unreadable")
+        g = torch.Generator().manual_seed(derive_seed(self.seed, 3, batch_index, self.rank))
+        context_idx, target_idx = self.mask_generator(len(good), g)
+        return {
+            "inputs": torch.stack([s[0] for s in good]),
+            "labels": torch.tensor([s[1] for s in good], dtype=torch.long),
+            "context_idx": context_idx,
+            "target_idx": target_idx,
+            "skipped": torch.tensor(bad),
+        }
+
+
+class LabelledTensors(torch.utils.data.Dataset):
+    """In-memory uint8 images [N, C, H, W] with labels, as (image, label)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index], int(self.labels[index])

@@ -1,0 +1,198 @@
+"""I-JEPA multi-block masking on a patch grid.
+
+Tokens of an (H, W) patch grid are indexed ``row * W + col``. Each call samples one
+target-block shape and one context-block shape for the whole batch (so every image
+yields tensors of equal size), places ``num_targets`` target blocks and one context
+block per image, and removes target cells from the context so the predictor never
+sees what it has to predict.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+# After this many failed context draws for an image, its targets are redrawn too:
+# some target layouts leave too little room for any context block.
+_CONTEXT_TRIES_PER_TARGET_DRAW = 5
+
+
+def block_shape(grid: tuple[int, int], num_cells: int, aspect: float) -> tuple[int, int]:
+    """(h, w) of a block of about ``num_cells`` cells with h / w ~ ``aspect``, clamped to the grid."""
+    height, width = grid
+    h = round(math.sqrt(num_cells * aspect))
+    w = round(math.sqrt(num_cells / aspect))
+    return min(max(h, 1), height), min(max(w, 1), width)
+
+
+def reachable_block_shapes(
+    grid: tuple[int, int], scale: tuple[float, float], aspect: tuple[float, float]
+) -> set[tuple[int, int]]:
+    """Every (h, w) that :func:`block_shape` can return for a scale / aspect range.
+
+    Used to reject configurations in which some drawable shape makes masking impossible,
+    instead of failing at a random training step. ``h`` and ``w`` are step functions of the
+    aspect, so evaluating the range ends, each rounding breakpoint and the midpoints between
+    them covers every shape.
+    """
+    height, width = grid
+    lo_a, hi_a = aspect
+    shapes: set[tuple[int, int]] = set()
+    for n in range(int(height * width * scale[0]), int(height * width * scale[1]) + 1):
+        candidates = {lo_a, hi_a}
+        if n > 0:
+            for k in range(max(height, width) + 1):
+                candidates.add((k + 0.5) ** 2 / n)  # h = round(sqrt(n * a)) steps here
+                candidates.add(n / (k + 0.5) ** 2)  # w = round(sqrt(n / a)) steps here
+        points = sorted(a for a in candidates if lo_a <= a <= hi_a)
+        points += [(a + b) / 2 for a, b in zip(points, points[1:])]
+        shapes.update(block_shape(grid, n, a) for a in points)
+    return shapes
+
+
+def _check_range(name: str, value: tuple[float, float], *, upper: float | None) -> None:
+    """Reject empty, reversed or out-of-bounds ranges before they produce degenerate blocks."""
+    lo, hi = value
+    if not 0 < lo <= hi:
+        raise ValueError(f"{name} must satisfy 0 < lo <= hi, got {value}")
+    if upper is not None and hi > upper:
+        raise ValueError(f"{name} must lie within (0, {upper}], got {value}")
+
+
+def _place_blocks(
+    shape: tuple[int, ...], block: tuple[int, int], grid: tuple[int, int], generator: torch.Generator
+) -> torch.Tensor:
+    """Token indices [*shape, h*w] (raster order) of blocks at uniform top-left corners.
+
+    Tops range over 0..H-h and lefts over 0..W-w inclusive, so every cell can be covered.
+    """
+    (h, w), (height, width) = block, grid
+    tops = torch.randint(0, height - h + 1, shape, generator=generator)
+    lefts = torch.randint(0, width - w + 1, shape, generator=generator)
+    offsets = (torch.arange(h)[:, None] * width + torch.arange(w)[None, :]).flatten()
+    return (tops * width + lefts).unsqueeze(-1) + offsets
+
+
+def _cover(indices: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """Boolean [N, num_tokens] mask of the token indices in each row of [N, M] ``indices``."""
+    mask = torch.zeros(indices.shape[0], num_tokens, dtype=torch.bool)
+    return mask.scatter_(1, indices, True)
+
+
+def random_subsets(mask: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Sorted indices [N, size] of a uniformly random ``size``-subset of each row's True cells.
+
+    Truncating in raster order instead would drop the bottom of the image more often.
+    Each row of ``mask`` must have at least ``size`` True cells.
+    """
+    keys = torch.rand(mask.shape, generator=generator)
+    keys.masked_fill_(~mask, 2.0)  # rand < 1, so unmasked cells sort last
+    chosen = keys.sort(dim=1, stable=True).indices[:, :size]
+    return chosen.sort(dim=1).values
+
+
+class MultiBlockMasks:
+    """Samples I-JEPA context / target token indices for a batch of images."""
+
+    def __init__(
+        self,
+        *,
+        grid: tuple[int, int],
+        num_targets: int = 4,
+        target_scale: tuple[float, float] = (0.15, 0.2),
+        target_aspect: tuple[float, float] = (0.75, 1.5),
+        context_scale: tuple[float, float] = (0.85, 1.0),
+        context_aspect: tuple[float, float] = (1.0, 1.0),
+        min_keep: int = 10,
+        max_tries: int = 100,
+    ) -> None:
+        if len(grid) != 2 or min(grid) < 1:
+            raise ValueError(f"grid must be (H, W) with both >= 1, got {grid}")
+        if num_targets < 1:
+            raise ValueError(f"num_targets must be >= 1, got {num_targets}")
+        if max_tries < 1:
+            raise ValueError(f"max_tries must be >= 1, got {max_tries}")
+        _check_range("target_scale", target_scale, upper=1.0)
+        _check_range("context_scale", context_scale, upper=1.0)
+        _check_range("target_aspect", target_aspect, upper=None)
+        _check_range("context_aspect", context_aspect, upper=None)
+        num_tokens = grid[0] * grid[1]
+        if not 1 <= min_keep < num_tokens:
+            raise ValueError(f"min_keep must satisfy 1 <= min_keep < H*W = {num_tokens}, got {min_keep}")
+
+        largest_target = max(h * w for h, w in reachable_block_shapes(grid, target_scale, target_aspect))
+        if num_tokens - largest_target < min_keep:
+            raise ValueError(
+                f"impossible masking settings: a target block can cover {largest_target} of the "
+                f"{grid[0]}x{grid[1]}={num_tokens} tokens (target_scale={target_scale}, "
+                f"target_aspect={target_aspect}), leaving fewer than min_keep={min_keep} context tokens"
+            )
+        smallest_context = min(h * w for h, w in reachable_block_shapes(grid, context_scale, context_aspect))
+        if smallest_context < min_keep:
+            raise ValueError(
+                f"impossible masking settings: a context block can have as few as {smallest_context} "
+                f"tokens on a {grid[0]}x{grid[1]} grid (context_scale={context_scale}, "
+                f"context_aspect={context_aspect}), fewer than min_keep={min_keep}"
+            )
+
+        self.grid = (int(grid[0]), int(grid[1]))
+        self.num_targets = num_targets
+        self.target_scale = target_scale
+        self.target_aspect = target_aspect
+        self.context_scale = context_scale
+        self.context_aspect = context_aspect
+        self.min_keep = min_keep
+        self.max_tries = max_tries
+
+    @property
+    def num_tokens(self) -> int:
+        """Number of patch tokens in the grid."""
+        return self.grid[0] * self.grid[1]
+
+    def _sample_shape(
+        self, scale: tuple[float, float], aspect: tuple[float, float], generator: torch.Generator
+    ) -> tuple[int, int]:
+        """Draw one block shape; scale and aspect use independent uniforms."""
+        u_scale, u_aspect = torch.rand(2, generator=generator, dtype=torch.float64).tolist()
+        s = scale[0] + u_scale * (scale[1] - scale[0])
+        a = aspect[0] + u_aspect * (aspect[1] - aspect[0])
+        return block_shape(self.grid, int(self.num_tokens * s), a)
+
+    def __call__(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (context_idx [B, Nc] int64, target_idx [B, num_targets, K] int64)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        target_shape = self._sample_shape(self.target_scale, self.target_aspect, generator)
+        context_shape = self._sample_shape(self.context_scale, self.context_aspect, generator)
+
+        def draw_targets(n: int) -> torch.Tensor:
+            return _place_blocks((n, self.num_targets), target_shape, self.grid, generator)
+
+        def draw_context(n: int) -> torch.Tensor:
+            return _place_blocks((n,), context_shape, self.grid, generator)
+
+        def visible(context: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            return _cover(context, self.num_tokens) & ~_cover(targets.flatten(1), self.num_tokens)
+
+        targets, context = draw_targets(batch_size), draw_context(batch_size)
+        keep = visible(context, targets)
+        for attempt in range(1, self.max_tries):
+            redo = (keep.sum(1) < self.min_keep).nonzero().squeeze(1)
+            if redo.numel() == 0:
+                break
+            if attempt % _CONTEXT_TRIES_PER_TARGET_DRAW == 0:
+                targets[redo] = draw_targets(redo.numel())
+            context[redo] = draw_context(redo.numel())
+            keep[redo] = visible(context[redo], targets[redo])
+
+        counts = keep.sum(1)
+        if int(counts.min()) < self.min_keep:
+            (th, tw), (ch, cw) = target_shape, context_shape
+            raise ValueError(
+                f"impossible masking settings: after {self.max_tries} tries, {self.num_targets} target "
+                f"blocks of {th}x{tw} still cover too much of a {ch}x{cw} context block on the "
+                f"{self.grid[0]}x{self.grid[1]} grid to leave min_keep={self.min_keep} context tokens "
+                f"(one image kept only {int(counts.min())}); lower num_targets, target_scale or min_keep"
+            )
+        return random_subsets(keep, int(counts.min()), generator), targets

@@ -1,0 +1,29 @@
+"""Fixed sine-cosine position tables (not learned), laid out as the I-JEPA checkpoints expect."""
+
+from __future__ import annotations
+
+import torch
+
+
+def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
+    """[N] positions -> [N, dim]: sines in the first half, cosines in the second, frequencies 1/10000^(2i/dim)."""
+    if dim % 2:
+        raise ValueError(f"sincos_1d needs an even dim, got {dim}")
+    omega = torch.arange(dim // 2, dtype=torch.float64) / (dim / 2.0)
+    omega = 1.0 / 10000.0**omega
+    angles = positions.to(torch.float64).reshape(-1, 1) * omega.reshape(1, -1)
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+def sincos_2d(dim: int, grid: tuple[int, int]) -> torch.Tensor:
+    """[H*W, dim] table for a row-major (h, w) token grid.
+
+    The first half of the channels encodes the column and the second half the
+    row, which is the layout released I-JEPA weights were trained with.
+    """
+    if dim % 4:
+        raise ValueError(f"sincos_2d needs dim divisible by 4, got {dim}")
+    h, w = grid
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    table = torch.cat([sincos_1d(dim // 2, cols.reshape(-1)), sincos_1d(dim // 2, rows.reshape(-1))], dim=1)
+    return table.float()

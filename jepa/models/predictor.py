@@ -1,0 +1,52 @@
+"""The narrow predictor: context tokens + mask tokens at target positions -> predicted target features."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from jepa.models.vit import gather_tokens, init_weights, make_blocks
+
+
+class Predictor(nn.Module):
+    """Predicts target-encoder features at target positions from context-encoder tokens.
+
+    Each target block gets its own pass (the context repeated, one learned mask
+    token plus the block's positions appended), as in I-JEPA; all blocks run as
+    one batch of size B * M.
+    """
+
+    def __init__(
+        self,
+        *,
+        encoder_dim: int,
+        pos_embed: torch.Tensor,
+        embed_dim: int = 384,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+    ) -> None:
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"predictor embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        self.predictor_embed = nn.Linear(encoder_dim, embed_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.register_buffer("predictor_pos_embed", pos_embed.reshape(1, -1, embed_dim).clone())
+        self.predictor_blocks = make_blocks(embed_dim, depth, num_heads, mlp_ratio)
+        self.predictor_norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.predictor_proj = nn.Linear(embed_dim, encoder_dim)
+        init_weights(self, self.predictor_blocks)
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+
+    def forward(self, context: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor) -> torch.Tensor:
+        """context [B, Nc, D], context_idx [B, Nc], target_idx [B, M, K] -> predictions [B, M, K, D]."""
+        b, m, k = target_idx.shape
+        pos = self.predictor_pos_embed.expand(b, -1, -1)
+        x = self.predictor_embed(context) + gather_tokens(pos, context_idx)
+        x = x.repeat_interleave(m, dim=0)
+        queries = self.mask_token + gather_tokens(pos, target_idx.reshape(b, m * k)).reshape(b * m, k, -1)
+        x = torch.cat([x, queries], dim=1)
+        for block in self.predictor_blocks:
+            x = block(x)
+        out = self.predictor_proj(self.predictor_norm(x[:, -k:]))
+        return out.reshape(b, m, k, -1)

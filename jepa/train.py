@@ -1,0 +1,362 @@
+"""The one training loop (images now, video through the same code): Accelerate, exact resume, safe stops."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from tqdm import tqdm
+
+from jepa import schedules
+from jepa.build import build_encoder, build_image_data, build_jepa, build_masks, build_optimizer
+from jepa.checkpoint import FORMAT, load_checkpoint, load_matching, save_checkpoint
+from jepa.config import Config, save_config, to_dict
+from jepa.data.pretrain import MaskCollator, SeededViews, eval_transform, train_transform
+from jepa.data.sampling import StepSampler
+from jepa.evaluation import Transformed, pooled, probe_features, raw_pixels
+from jepa.losses import effective_rank, feature_std
+from jepa.metrics import MetricsWriter, plot_curves, read_metrics
+from jepa.models.jepa import JEPA
+
+
+class TrainingStopped(RuntimeError):
+    """Training ended early on a signal, after saving a checkpoint it can resume from."""
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left in place."""
+
+
+@dataclass(frozen=True)
+class StepValues:
+    """Hyper-parameters in force at one optimizer step."""
+
+    lr: float
+    weight_decay: float
+    momentum: float
+
+
+def step_values(step: int, cfg: Config) -> StepValues:
+    """lr warmup + cosine, weight-decay cosine, EMA momentum linear: pure functions of the step."""
+    o, total = cfg.optim, cfg.train.steps
+    return StepValues(
+        lr=schedules.warmup_cosine(
+            step, total, warmup=o.warmup_steps, start=o.start_lr, peak=o.lr, final=o.final_lr
+        ),
+        weight_decay=schedules.cosine(step, total, *o.weight_decay),
+        momentum=schedules.linear(step, total, *o.ema),
+    )
+
+
+def apply_values(optimizer: torch.optim.Optimizer, values: StepValues) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = values.lr
+        if group.get("apply_wd", True):
+            group["weight_decay"] = values.weight_decay
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for 'auto' | 'bf16' | 'fp32' on this device (None means plain fp32)."""
+    if precision == "fp32":
+        return None
+    if device.type == "cuda":
+        supported = torch.cuda.is_bf16_supported()
+    else:
+        supported = bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+    if precision == "bf16":
+        return torch.bfloat16
+    return torch.bfloat16 if supported else None
+
+
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    micro_batches: list[dict[str, torch.Tensor]],
+    *,
+    accelerator: Accelerator,
+    values: StepValues,
+    autocast_dtype: torch.dtype | None,
+    grad_clip: float | None,
+) -> dict[str, torch.Tensor]:
+    """One optimizer step over ``micro_batches`` (gradient accumulation), then the EMA update.
+
+    Returns the loss terms averaged over the micro-batches as device tensors
+    (no host sync) plus the last micro-batch's pooled target features.
+    """
+    apply_values(optimizer, values)
+    device = accelerator.device
+    sums: dict[str, torch.Tensor] = {}
+    for i, batch in enumerate(micro_batches):
+        last = i == len(micro_batches) - 1
+        inputs = batch["inputs"].to(device, non_blocking=True)
+        context_idx = batch["context_idx"].to(device, non_blocking=True)
+        target_idx = batch["target_idx"].to(device, non_blocking=True)
+        with nullcontext() if last else accelerator.no_sync(model):
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                terms = model(inputs, context_idx, target_idx)
+            accelerator.backward(terms["loss"] / len(micro_batches))
+        for key, value in terms.items():
+            if value.ndim == 0:
+                sums[key] = sums.get(key, 0.0) + value.detach() / len(micro_batches)
+    if grad_clip is not None:
+        accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    accelerator.unwrap_model(model).update_target(values.momentum)
+    sums["target_pooled"] = terms["target_pooled"]
+    return sums
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[dict[str, str | None]]:
+    """Turn the first SIGINT/SIGTERM into a flag the loop checks; a second one interrupts at once."""
+    flag: dict[str, str | None] = {"signal": None}
+    previous = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag["signal"] is not None:
+            raise KeyboardInterrupt
+        flag["signal"] = signal.Signals(signum).name
+
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread: signals cannot be caught here
+        previous.clear()
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def resolve_run_dir(cfg: Config) -> Path:
+    """The configured run folder, or a new time-stamped one under runs/."""
+    if cfg.run_dir is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        cfg.run_dir = str(Path("runs") / f"{stamp}-{random.Random().randrange(16**4):04x}")
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def checkpoint_state(model: JEPA, optimizer: torch.optim.Optimizer, step: int, cfg: Config) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "step": step,
+        "config": to_dict(cfg),
+        "encoder": model.encoder.state_dict(),
+        "target_encoder": model.target_encoder.state_dict(),
+        "predictor": model.predictor.state_dict(),
+        "opt": optimizer.state_dict(),
+    }
+
+
+def restore(model: JEPA, optimizer: torch.optim.Optimizer, state: dict[str, Any], path: Path) -> int:
+    """Load a training checkpoint into ``model`` and ``optimizer``; returns its step."""
+    for part in ("encoder", "target_encoder", "predictor"):
+        load_matching(getattr(model, part), state[part], f"{path} [{part}]")
+    optimizer.load_state_dict(state["opt"])
+    return int(state["step"])
+
+
+def all_finite(model: torch.nn.Module) -> bool:
+    return bool(torch.stack([p.isfinite().all() for p in model.parameters()]).all())
+
+
+def pretrain_loader(cfg: Config, dataset: torch.utils.data.Dataset, mean, std, *, start_batch: int,
+                    rank: int, world_size: int) -> torch.utils.data.DataLoader:
+    micro = cfg.data.batch_size // (cfg.optim.accum_steps * world_size)
+    views = SeededViews(
+        dataset,
+        train_transform(img_size=cfg.data.img_size, crop_scale=cfg.data.crop_scale, crop_ratio=cfg.data.crop_ratio,
+                        hflip=cfg.data.hflip, mean=mean, std=std),
+        seed=cfg.seed,
+    )
+    sampler = StepSampler(len(dataset), micro, seed=cfg.seed, start_batch=start_batch, rank=rank, world_size=world_size)
+    return torch.utils.data.DataLoader(
+        views,
+        batch_sampler=sampler,
+        collate_fn=MaskCollator(build_masks(cfg), seed=cfg.seed, rank=rank),
+        num_workers=cfg.data.num_workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=cfg.data.num_workers > 0,
+    )
+
+
+def train(cfg: Config) -> dict[str, Any]:
+    """Pretrain (or resume) the run in ``cfg.run_dir``, then probe it; returns the summary it writes."""
+    wall_start = time.perf_counter()
+    run_dir = resolve_run_dir(cfg)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    main = accelerator.is_main_process
+    world = accelerator.num_processes
+    if cfg.data.batch_size % (cfg.optim.accum_steps * world):
+        raise ValueError(
+            f"data.batch_size {cfg.data.batch_size} is not divisible by optim.accum_steps x processes "
+            f"= {cfg.optim.accum_steps * world}"
+        )
+    autocast_dtype = resolve_precision(cfg.train.precision, accelerator.device)
+    if main:
+        print(f"run folder: {run_dir}", flush=True)
+        save_config(cfg, run_dir / "config.yaml")
+
+    data = build_image_data(cfg, "train")
+    torch.manual_seed(cfg.seed)
+    model = build_jepa(cfg)
+    optimizer = build_optimizer(model, cfg)
+    ckpt_path = run_dir / "checkpoint.pt"
+    start_step = 0
+    if ckpt_path.exists():
+        start_step = restore(model, optimizer, load_checkpoint(ckpt_path), ckpt_path)
+        if main:
+            print(f"resuming from {ckpt_path} at step {start_step}", flush=True)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    core: JEPA = accelerator.unwrap_model(model)
+
+    total = cfg.train.steps
+    metrics_path = run_dir / "metrics.jsonl"
+    if main and metrics_path.exists():  # drop records logged after the checkpoint we resume from
+        kept = [r for r in read_metrics(metrics_path) if r["step"] <= start_step]
+        metrics_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    writer = MetricsWriter(run_dir, cfg.wandb, to_dict(cfg)) if main else None
+    trained = start_step < total
+    try:
+        if trained:
+            _loop(cfg, model, core, optimizer, accelerator, data, start_step, autocast_dtype, writer, ckpt_path)
+        elif main:
+            print(f"{ckpt_path} is already at step {start_step} >= train.steps {total}; nothing to train", flush=True)
+    finally:
+        if writer is not None:
+            writer.close()
+    if not main:
+        return {}
+    plot_curves(read_metrics(metrics_path), run_dir / "loss_curve.png")
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "steps": total, "checkpoint": str(ckpt_path)}
+    if cfg.probe.enabled:
+        summary.update(probe_summary(cfg, core, accelerator.device, autocast_dtype))
+    summary["wall_time_s"] = round(time.perf_counter() - wall_start, 1)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _loop(cfg: Config, model, core: JEPA, optimizer, accelerator: Accelerator, data, start_step: int,
+          autocast_dtype, writer: MetricsWriter | None, ckpt_path: Path) -> None:
+    """Steps ``start_step`` .. ``train.steps``: log every N, checkpoint every M and on a stop signal."""
+    total, accum = cfg.train.steps, cfg.optim.accum_steps
+    loader = pretrain_loader(cfg, data.dataset, data.mean, data.std, start_batch=start_step * accum,
+                             rank=accelerator.process_index, world_size=accelerator.num_processes)
+    batches = iter(loader)
+    main = accelerator.is_main_process
+    bar = tqdm(total=total, initial=start_step, disable=not main, desc="train", dynamic_ncols=True)
+    sums: dict[str, torch.Tensor] = {}
+    pending, skipped, warned = 0, 0, 0
+    interval_start, last_good = time.perf_counter(), start_step
+    with stop_on_signals() as stop:
+        for step in range(start_step, total):
+            micro = [next(batches) for _ in range(accum)]
+            skipped += sum(int(b["skipped"]) for b in micro)
+            if skipped // cfg.data.warn_every >= warned and skipped > 0 and main:
+                tqdm.write(f"warning: {skipped} unreadable images skipped so far", file=sys.stderr)
+                warned = skipped // cfg.data.warn_every + 1
+            values = step_values(step, cfg)
+            terms = train_step(model, optimizer, micro, accelerator=accelerator, values=values,
+                               autocast_dtype=autocast_dtype, grad_clip=cfg.optim.grad_clip)
+            pooled_targets = terms.pop("target_pooled")
+            for key, value in terms.items():
+                sums[key] = sums.get(key, 0.0) + value
+            pending += 1
+            done = step + 1
+            log_now = done % cfg.train.log_every == 0 or done == total
+            save_now = done % cfg.train.ckpt_every == 0 or done == total or stop["signal"] is not None
+            if log_now or save_now:
+                keys = sorted(sums)
+                means = accelerator.reduce(torch.stack([sums[k] for k in keys]) / pending, "mean").tolist()
+                record = dict(zip(keys, means))
+                if not all(math.isfinite(v) for v in means):
+                    raise NonFiniteLoss(
+                        f"loss became non-finite ({record}) between steps {done - pending} and {done}; "
+                        f"the last good checkpoint (step {last_good}) is kept at {ckpt_path}. Lower optim.lr, "
+                        "set optim.grad_clip, or train in fp32 (train.precision=fp32)."
+                    )
+                now = time.perf_counter()
+                record.update(
+                    step=done, lr=values.lr, weight_decay=values.weight_decay, momentum=values.momentum,
+                    target_std=float(feature_std(pooled_targets)), effective_rank=float(effective_rank(pooled_targets)),
+                    images_per_s=round(pending * cfg.data.batch_size / (now - interval_start), 1),
+                    skipped_images=skipped,
+                )
+                if main:
+                    writer.write(record)
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{values.lr:.2e}",
+                                    img_s=f"{record['images_per_s']:.0f}", rank=f"{record['effective_rank']:.1f}")
+                sums, pending, interval_start = {}, 0, now
+            bar.update(1)
+            if save_now:
+                if not all_finite(core):
+                    raise NonFiniteLoss(
+                        f"parameters became non-finite by step {done}; the last good checkpoint "
+                        f"(step {last_good}) is kept at {ckpt_path}"
+                    )
+                if main:
+                    save_checkpoint(checkpoint_state(core, optimizer, done, cfg), ckpt_path)
+                accelerator.wait_for_everyone()
+                last_good = done
+            if stop["signal"] is not None:
+                bar.close()
+                raise TrainingStopped(
+                    f"stopped by {stop['signal']} at step {done}; checkpoint saved to {ckpt_path}. "
+                    f"Run again with run_dir={ckpt_path.parent} to resume."
+                )
+    bar.close()
+
+
+def probe_summary(cfg: Config, model: JEPA, device: torch.device, autocast_dtype: torch.dtype | None) -> dict[str, Any]:
+    """Linear probe of the frozen target encoder vs a random-init encoder vs raw pixels, on the test split."""
+    train = build_image_data(cfg, "train")
+    test = build_image_data(cfg, "test")
+    transform = eval_transform(img_size=cfg.data.img_size, mean=train.mean, std=train.std)
+    n = len(train.dataset)
+    size = n if cfg.probe.train_size is None else min(cfg.probe.train_size, n)
+    subset = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))[:size]
+    torch.manual_seed(cfg.seed + 1)
+    random_encoder = build_encoder(cfg).to(device).eval()
+    target = model.target_encoder.eval()
+    print("linear probe on frozen features (target encoder, random-init encoder, raw pixels) ...", flush=True)
+    results = probe_features(
+        {"target_encoder": pooled(target), "random_init": pooled(random_encoder), "raw_pixels": raw_pixels},
+        Transformed(train.dataset, transform, subset),
+        Transformed(test.dataset, transform),
+        batch_size=cfg.probe.batch_size,
+        device=device,
+        epochs=cfg.probe.epochs,
+        seed=cfg.seed,
+        autocast_dtype=autocast_dtype,
+    )
+    summary = {
+        "probe_accuracy": results["target_encoder"]["test_accuracy"],
+        "random_init_probe_accuracy": results["random_init"]["test_accuracy"],
+        "raw_pixel_probe_accuracy": results["raw_pixels"]["test_accuracy"],
+        "probe": results,
+    }
+    print(
+        f"linear probe test accuracy: pretrained {summary['probe_accuracy']:.4f} | "
+        f"random init {summary['random_init_probe_accuracy']:.4f} | raw pixels {summary['raw_pixel_probe_accuracy']:.4f}",
+        flush=True,
+    )
+    return summary

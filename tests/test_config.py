@@ -1,0 +1,69 @@
+from pathlib import Path
+
+import pytest
+
+from jepa.config import Config, ConfigError, load_config, parse_override, to_dict, from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_default_yaml_spells_out_the_embedded_default():
+    assert to_dict(load_config(ROOT / "configs/ijepa/default.yaml")) == to_dict(Config())
+
+
+@pytest.mark.parametrize("name", ["vit_b16_imagenet.yaml", "vit_h14_imagenet.yaml"])
+def test_paper_recipes_load_with_reference_hyper_parameters(name):
+    cfg = load_config(ROOT / "configs/ijepa" / name)
+    assert cfg.predictor.embed_dim == 384 and cfg.predictor.depth == 12
+    assert cfg.masks.num_targets == 4 and cfg.masks.target_scale == (0.15, 0.2)
+    assert cfg.masks.context_scale == (0.85, 1.0) and cfg.masks.min_keep == 10
+    assert cfg.optim.lr == 1e-3 and cfg.optim.final_lr == 1e-6 and cfg.optim.weight_decay == (0.04, 0.4)
+    assert cfg.optim.ema == (0.996, 1.0) and cfg.data.crop_scale == (0.3, 1.0) and cfg.data.img_size == 224
+
+
+def test_unknown_key_is_an_error_naming_the_valid_keys():
+    with pytest.raises(ConfigError, match=r"unknown config key 'optim\.lrr'.*lr, start_lr"):
+        load_config(None, ["optim.lrr=0.1"])
+    with pytest.raises(ConfigError, match="unknown config key 'trian'"):
+        load_config(None, ["trian.steps=3"])
+
+
+def test_unknown_key_in_yaml_is_an_error(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  steps: 5\n  stepz: 6\n")
+    with pytest.raises(ConfigError, match="train.stepz"):
+        load_config(path)
+
+
+def test_overrides_are_typed():
+    cfg = load_config(None, ["train.steps=7", "optim.lr=1e-2", "masks.target_scale=[0.1, 0.2]", "run_dir=x"])
+    assert cfg.train.steps == 7 and cfg.optim.lr == 0.01 and cfg.masks.target_scale == (0.1, 0.2)
+    assert cfg.run_dir == "x"
+    assert isinstance(load_config(None, ["optim.lr=1"]).optim.lr, float)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.steps=abc", "expected an integer"),
+        ("train.steps=1.5", "expected an integer"),
+        ("loss.kind=huber", "not one of"),
+        ("masks.target_scale=[0.1]", "list of 2"),
+        ("train.steps=0", "train.steps must be >= 1"),
+        ("data.img_size=30", "multiple of encoder.patch_size"),
+        ("optim", "key=value"),
+        ("train=3", "expected a section"),
+    ],
+)
+def test_bad_values_are_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_dict_round_trip():
+    cfg = load_config(None, ["train.steps=9", "optim.grad_clip=1.0"])
+    assert from_dict(to_dict(cfg)) == cfg
+
+
+def test_parse_override_nests():
+    assert parse_override("a.b.c=1") == {"a": {"b": {"c": 1}}}

@@ -1,0 +1,228 @@
+"""Property tests for I-JEPA multi-block masking."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+import torch
+
+from jepa.masks import MultiBlockMasks, block_shape, random_subsets, reachable_block_shapes
+
+NUM_BATCHES = 200
+BATCH_SIZE = 32
+
+# 14x14: ViT patch 16 on 224 px; 7x7: the small config (28 px, patch 4); 6x10 catches row/col
+# mix-ups; min_keep=15 on 7x7 forces many context/target redraws.
+CONFIGS = {
+    "14x14": dict(grid=(14, 14)),
+    "7x7": dict(grid=(7, 7)),
+    "6x10": dict(grid=(6, 10)),
+    "7x7-tight": dict(grid=(7, 7), min_keep=15),
+}
+
+
+@pytest.fixture(scope="module", params=list(CONFIGS))
+def sampled(request: pytest.FixtureRequest) -> tuple[MultiBlockMasks, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Many batches from one seeded generator, shared by the property tests."""
+    masks = MultiBlockMasks(**CONFIGS[request.param])
+    generator = torch.Generator().manual_seed(1234)
+    return masks, [masks(BATCH_SIZE, generator) for _ in range(NUM_BATCHES)]
+
+
+def test_shapes_dtypes_and_index_ranges(sampled) -> None:
+    masks, batches = sampled
+    for context, targets in batches:
+        assert context.dtype == torch.int64 and targets.dtype == torch.int64
+        assert context.ndim == 2 and context.shape[0] == BATCH_SIZE
+        assert targets.ndim == 3 and targets.shape[:2] == (BATCH_SIZE, masks.num_targets)
+        assert context.shape[1] >= masks.min_keep
+        for idx in (context, targets):
+            assert int(idx.min()) >= 0 and int(idx.max()) < masks.num_tokens
+        # Strictly increasing rows: sorted and free of duplicates.
+        assert (context.diff(dim=1) > 0).all()
+
+
+def test_context_and_targets_are_disjoint(sampled) -> None:
+    masks, batches = sampled
+    for context, targets in batches:
+        in_context = torch.zeros(BATCH_SIZE, masks.num_tokens, dtype=torch.bool).scatter_(1, context, True)
+        assert not in_context.gather(1, targets.flatten(1)).any()
+
+
+def _area_bounds(masks: MultiBlockMasks) -> tuple[float, float]:
+    """Area range implied by n = int(H*W*s), h = round(sqrt(n*a)), w = round(sqrt(n/a))."""
+    height, width = masks.grid
+    lo_s, hi_s = masks.target_scale
+    n_lo, n_hi = int(height * width * lo_s), int(height * width * hi_s)
+
+    def slack(n: int) -> float:
+        # |h - sqrt(na)| <= 1/2 and |w - sqrt(n/a)| <= 1/2; sqrt(na) + sqrt(n/a) peaks at an end of the range.
+        return 0.5 * max(math.sqrt(n * a) + math.sqrt(n / a) for a in masks.target_aspect)
+
+    # The bounds assume no clamping to the grid; make sure the configuration never clamps.
+    assert math.sqrt(n_hi * masks.target_aspect[1]) + 0.5 <= height
+    assert math.sqrt(n_hi / masks.target_aspect[0]) + 0.5 <= width
+    return n_lo - slack(n_lo) + 0.25, n_hi + slack(n_hi) + 0.25
+
+
+def _aspect_bounds(masks: MultiBlockMasks) -> tuple[float, float]:
+    """h / w range allowing for rounding; the slack is largest for the smallest block."""
+    n = int(masks.num_tokens * masks.target_scale[0])
+    lo_a, hi_a = masks.target_aspect
+    lower = (math.sqrt(n * lo_a) - 0.5) / (math.sqrt(n / lo_a) + 0.5)
+    upper = (math.sqrt(n * hi_a) + 0.5) / (math.sqrt(n / hi_a) - 0.5)
+    return lower, upper
+
+
+def test_targets_are_rectangles_within_configured_sizes(sampled) -> None:
+    masks, batches = sampled
+    width = masks.grid[1]
+    min_area, max_area = _area_bounds(masks)
+    min_aspect, max_aspect = _aspect_bounds(masks)
+    reachable = reachable_block_shapes(masks.grid, masks.target_scale, masks.target_aspect)
+    for _, targets in batches:
+        rows, cols = targets // width, targets % width
+        tops, lefts = rows.amin(-1), cols.amin(-1)
+        heights, widths = rows.amax(-1) - tops + 1, cols.amax(-1) - lefts + 1
+        # One block shape per batch.
+        assert heights.unique().numel() == 1 and widths.unique().numel() == 1
+        h, w = int(heights[0, 0]), int(widths[0, 0])
+        assert h * w == targets.shape[-1]
+        offsets = (torch.arange(h)[:, None] * width + torch.arange(w)).flatten()
+        # Equality with the raster-ordered rectangle at the bounding box corner: contiguous, complete, ordered.
+        assert torch.equal(targets, (tops * width + lefts).unsqueeze(-1) + offsets)
+        assert min_area <= h * w <= max_area
+        assert min_aspect <= h / w <= max_aspect
+        assert (h, w) in reachable
+
+
+def test_scale_and_aspect_are_drawn_independently(sampled) -> None:
+    masks, batches = sampled
+    width = masks.grid[1]
+    # Shapes reachable when one uniform drives both scale and aspect (large blocks always tallest).
+    lo_s, hi_s = masks.target_scale
+    lo_a, hi_a = masks.target_aspect
+    steps = [i / 2_000 for i in range(2_001)]
+    coupled = {
+        block_shape(masks.grid, int(masks.num_tokens * (lo_s + u * (hi_s - lo_s))), lo_a + u * (hi_a - lo_a))
+        for u in steps
+    }
+    observed = set()
+    for _, targets in batches:
+        rows, cols = targets[0, 0] // width, targets[0, 0] % width
+        observed.add((int(rows.max() - rows.min()) + 1, int(cols.max() - cols.min()) + 1))
+    assert observed - coupled
+
+
+def test_every_cell_is_a_target_including_last_row_and_column(sampled) -> None:
+    masks, batches = sampled
+    height, width = masks.grid
+    hits = sum(torch.bincount(targets.flatten(), minlength=masks.num_tokens) for _, targets in batches)
+    hits = hits.view(height, width)
+    # Blocks must be able to touch the bottom and right edges (an exclusive randint bound cannot).
+    assert (hits[-1, :] > 0).all(), f"last row never targeted: {hits[-1].tolist()}"
+    assert (hits[:, -1] > 0).all(), f"last column never targeted: {hits[:, -1].tolist()}"
+    assert (hits > 0).all()
+
+
+def test_context_is_not_biased_towards_the_top(sampled) -> None:
+    masks, batches = sampled
+    height, width = masks.grid
+    context = torch.cat([c.flatten() for c, _ in batches])
+    # Masks are symmetric under flips, so the expected mean is the grid centre. Standard errors are
+    # ~0.02 rows; keeping the first Nc context indices in raster order shifts the mean row by about
+    # -1.8 (14x14) and -0.9 (7x7) rows.
+    tolerance = 0.1
+    assert abs((context // width).double().mean().item() - (height - 1) / 2) < tolerance
+    assert abs((context % width).double().mean().item() - (width - 1) / 2) < tolerance
+
+
+def test_random_subsets_picks_sorted_subsets_of_true_cells() -> None:
+    generator = torch.Generator().manual_seed(0)
+    mask = torch.rand(64, 30, generator=generator) < 0.5
+    mask[:, :8] = True
+    picked = random_subsets(mask, 8, generator)
+    assert picked.shape == (64, 8)
+    assert mask.gather(1, picked).all()
+    assert (picked.diff(dim=1) > 0).all()
+    # Not simply the first True cells in raster order.
+    assert not torch.equal(picked, torch.arange(8).expand(64, 8))
+    full = random_subsets(mask[:1], int(mask[0].sum()), generator)
+    assert torch.equal(full[0], mask[0].nonzero().squeeze(1))
+
+
+def test_same_seed_same_masks_and_different_seed_different_masks() -> None:
+    masks = MultiBlockMasks(grid=(14, 14))
+
+    def run(seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        generator = torch.Generator().manual_seed(seed)
+        return [masks(16, generator) for _ in range(5)]
+
+    first, again, other = run(7), run(7), run(8)
+    for (c1, t1), (c2, t2) in zip(first, again):
+        assert torch.equal(c1, c2) and torch.equal(t1, t2)
+    assert any(
+        c1.shape != c3.shape or t1.shape != t3.shape or not torch.equal(c1, c3) or not torch.equal(t1, t3)
+        for (c1, t1), (c3, t3) in zip(first, other)
+    )
+
+
+def test_num_tokens() -> None:
+    assert MultiBlockMasks(grid=(6, 10)).num_tokens == 60
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(grid=(0, 7)), "grid"),
+        (dict(grid=(7, 0)), "grid"),
+        (dict(num_targets=0), "num_targets"),
+        (dict(max_tries=0), "max_tries"),
+        (dict(min_keep=0), "min_keep"),
+        (dict(min_keep=49), "min_keep"),
+        (dict(target_scale=(0.2, 0.15)), "target_scale"),
+        (dict(target_scale=(0.0, 0.2)), "target_scale"),
+        (dict(target_scale=(0.5, 1.2)), "target_scale"),
+        (dict(context_scale=(1.0, 0.85)), "context_scale"),
+        (dict(target_aspect=(1.5, 0.75)), "target_aspect"),
+        (dict(target_aspect=(0.0, 1.5)), "target_aspect"),
+        (dict(context_aspect=(-1.0, 1.0)), "context_aspect"),
+        # A 7x7 target block leaves no room for 10 context tokens.
+        (dict(target_scale=(0.9, 1.0), num_targets=4, min_keep=10), "impossible.*target block.*min_keep=10"),
+        # A 2x2 context block can never hold 10 tokens.
+        (dict(context_scale=(0.1, 1.0)), "impossible.*context block.*min_keep=10"),
+    ],
+)
+def test_invalid_settings_raise(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        MultiBlockMasks(**{"grid": (7, 7), **kwargs})
+
+
+def test_settings_impossible_in_practice_raise_at_call() -> None:
+    # 50 targets of 5x5 on a 7x7 grid almost surely cover more than 39 cells.
+    masks = MultiBlockMasks(
+        grid=(7, 7), num_targets=50, target_scale=(0.5, 0.5), target_aspect=(1.0, 1.0),
+        context_scale=(1.0, 1.0), min_keep=10, max_tries=20,
+    )
+    with pytest.raises(ValueError, match="impossible.*20 tries.*50 target blocks of 5x5.*min_keep=10"):
+        masks(8, torch.Generator().manual_seed(0))
+
+
+def test_batch_size_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="batch_size"):
+        MultiBlockMasks(grid=(7, 7))(0, torch.Generator().manual_seed(0))
+
+
+def test_batch_256_on_14x14_is_fast() -> None:
+    masks = MultiBlockMasks(grid=(14, 14))
+    generator = torch.Generator().manual_seed(0)
+    masks(256, generator)
+    timings = []
+    for _ in range(5):
+        start = time.perf_counter()
+        masks(256, generator)
+        timings.append(time.perf_counter() - start)
+    # The best of several calls is robust to a busy machine; a typical call takes a few ms.
+    assert min(timings) < 0.020, f"best call took {min(timings) * 1e3:.1f} ms"

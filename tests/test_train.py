@@ -1,0 +1,150 @@
+"""End-to-end behaviour of the training loop on tiny models (seconds each)."""
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import jepa.losses
+import jepa.train
+from jepa.checkpoint import CheckpointError, load_checkpoint
+from jepa.cli import main as cli_main
+from jepa.config import load_config
+from jepa.train import NonFiniteLoss, TrainingStopped, train
+
+TINY = [
+    "encoder.embed_dim=32", "encoder.depth=2", "encoder.num_heads=2",
+    "predictor.embed_dim=16", "predictor.depth=1", "predictor.num_heads=2",
+    "data.batch_size=16", "optim.warmup_steps=2", "train.precision=fp32",
+    "train.log_every=2", "train.ckpt_every=4", "probe.enabled=false", "wandb.mode=disabled",
+]
+
+
+def tiny(run_dir, *extra):
+    return load_config(None, [*TINY, f"run_dir={run_dir}", *extra])
+
+
+def params(path):
+    state = load_checkpoint(path)
+    return {f"{part}.{k}": v for part in ("encoder", "target_encoder", "predictor") for k, v in state[part].items()}
+
+
+def assert_same_params(a, b, atol=1e-6):
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=atol, rtol=0, msg=key)
+
+
+def test_tiny_run_lowers_the_loss(tmp_path):
+    train(tiny(tmp_path, "train.steps=40", "optim.lr=2e-3", "train.ckpt_every=40"))
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(2, 41, 2))
+    first, last = np.mean([r["loss"] for r in records[:3]]), np.mean([r["loss"] for r in records[-3:]])
+    assert last < 0.8 * first
+    assert (tmp_path / "loss_curve.png").stat().st_size > 0
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 40
+
+
+def test_stop_and_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
+    steps = 10
+    train(tiny(tmp_path / "straight", f"train.steps={steps}"))
+
+    real_step, calls = jepa.train.train_step, {"n": 0}
+
+    def step_then_sigterm(*args, **kwargs):
+        out = real_step(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 5:
+            os.kill(os.getpid(), signal.SIGTERM)  # the real signal path: handled after this step
+        return out
+
+    monkeypatch.setattr(jepa.train, "train_step", step_then_sigterm)
+    with pytest.raises(TrainingStopped, match="SIGTERM at step 5"):
+        train(tiny(tmp_path / "stopped", f"train.steps={steps}"))
+    assert load_checkpoint(tmp_path / "stopped" / "checkpoint.pt")["step"] == 5
+    monkeypatch.setattr(jepa.train, "train_step", real_step)
+    train(tiny(tmp_path / "stopped", f"train.steps={steps}"))
+    assert_same_params(params(tmp_path / "straight" / "checkpoint.pt"), params(tmp_path / "stopped" / "checkpoint.pt"))
+    logged = [json.loads(line)["step"] for line in (tmp_path / "stopped" / "metrics.jsonl").read_text().splitlines()]
+    assert logged == sorted(set(logged))  # nothing logged twice across the restart
+
+
+def test_larger_steps_extend_a_finished_run(tmp_path):
+    train(tiny(tmp_path, "train.steps=4"))
+    train(tiny(tmp_path, "train.steps=6"))
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 6
+    assert train(tiny(tmp_path, "train.steps=6"))["steps"] == 6  # already there: nothing to train
+
+
+def test_nan_loss_stops_with_clear_message_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    real, calls = jepa.losses.prediction_loss, {"n": 0}
+
+    def poisoned(pred, target, kind="smooth_l1"):
+        calls["n"] += 1
+        value = real(pred, target, kind)
+        return value * float("nan") if calls["n"] > 5 else value
+
+    monkeypatch.setattr(jepa.losses, "prediction_loss", poisoned)
+    with pytest.raises(NonFiniteLoss, match=r"non-finite.*last good checkpoint \(step 4\)"):
+        train(tiny(tmp_path, "train.steps=12"))
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["step"] == 4
+    assert all(torch.isfinite(v).all() for v in state["encoder"].values())
+
+
+def test_resume_with_changed_model_shape_is_a_clear_error(tmp_path):
+    train(tiny(tmp_path, "train.steps=2"))
+    with pytest.raises(CheckpointError, match=r"encoder.*shape mismatches"):
+        train(tiny(tmp_path, "train.steps=4", "encoder.embed_dim=48"))
+
+
+def _image_folder(root, n_per_class=12, corrupt=3):
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for label in ("a", "b"):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(n_per_class):
+                pixels = rng.integers(0, 255, (36, 40, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    for i in range(corrupt):
+        (root / "train" / "a" / f"broken{i}.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
+
+
+def test_image_folder_with_corrupt_files_is_skipped_and_counted(tmp_path, capsys):
+    _image_folder(tmp_path / "data")
+    cfg = tiny(tmp_path / "run", "train.steps=6", f"data.source={tmp_path / 'data'}", "encoder.in_chans=3",
+               "data.warn_every=2")
+    train(cfg)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["skipped_images"] >= 3  # 6 steps x 16 images cover the 27 files several times
+    assert "unreadable images skipped" in capsys.readouterr().err
+
+
+def test_missing_data_path_fails_at_once(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist|no train/"):
+        train(tiny(tmp_path / "run", "data.source=/no/such/folder", "encoder.in_chans=3"))
+
+
+def test_channel_mismatch_is_a_config_error(tmp_path):
+    with pytest.raises(ValueError, match="encoder.in_chans=1"):
+        train(tiny(tmp_path / "run", "encoder.in_chans=3"))
+
+
+def test_summary_reports_three_probes(tmp_path):
+    summary = train(tiny(tmp_path, "train.steps=2", "probe.enabled=true", "probe.train_size=600", "probe.epochs=3"))
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    for key in ("probe_accuracy", "random_init_probe_accuracy", "raw_pixel_probe_accuracy", "steps", "wall_time_s"):
+        assert key in on_disk and on_disk[key] == summary[key]
+    assert 0.1 < on_disk["raw_pixel_probe_accuracy"] <= 1.0
+
+
+def test_cli_rejects_unknown_keys(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["train", "optim.lrr=0.1"])
+    assert exit_info.value.code == 2
+    assert "unknown config key 'optim.lrr'" in capsys.readouterr().err
