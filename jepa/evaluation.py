@@ -11,6 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jepa.build import build_image_data
+from jepa.config import Config
+from jepa.data.pretrain import eval_transform
 from jepa.probe import train_linear_probe
 
 log = logging.getLogger(__name__)
@@ -109,3 +112,14 @@ def probe_features(
         }
         log.info("probe %s: test accuracy %.4f", name, result.test_accuracy)
     return results
+
+
+def probe_datasets(cfg: Config) -> tuple[Transformed, Transformed]:
+    """Probe train set (a seeded subset of ``probe.train_size`` train images) and the full test split."""
+    train = build_image_data(cfg, "train")
+    test = build_image_data(cfg, "test")
+    transform = eval_transform(img_size=cfg.data.img_size, mean=train.mean, std=train.std)
+    n = len(train.dataset)
+    size = n if cfg.probe.train_size is None else min(cfg.probe.train_size, n)
+    subset = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))[:size]
+    return Transformed(train.dataset, transform, subset), Transformed(test.dataset, transform)

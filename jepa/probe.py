@@ -164,11 +164,7 @@ def fit_linear_heads(
             xb, yb = x[idx], y[idx]
             logits = (xb @ weight.view(dim, -1)).view(-1, heads, num_classes) + bias
             dlogits = torch.softmax(logits, dim=-1)
-            dlogits.scatter_add_(
-                2,
-                yb.view(-1, 1, 1).expand(-1, heads, 1),
-                torch.full((len(idx), heads, 1), -1.0, dtype=dtype, device=device),
-            )
+            dlogits -= torch.nn.functional.one_hot(yb, num_classes).to(dtype).unsqueeze(1)
             dlogits /= len(idx)
             grad_w = (xb.T @ dlogits.view(len(idx), -1)).view(dim, heads, num_classes)
             grad_w += wd * weight
@@ -316,7 +312,6 @@ def train_linear_probe(
         (lr, wd), val_accuracy = pairs[best], accs[best]
 
     mean, scale = _standardizer(train_x, _STD_EPS)
-    std_test_x = _apply_standardizer(test_x, mean, scale, torch.float32)
     full_x = _apply_standardizer(train_x, mean, scale, torch.float32)
     weight, bias = fit_linear_heads(full_x, train_y, lrs=[lr], weight_decays=[wd], **fit_kwargs)
     train_accuracy = _head_scores(full_x, train_y, weight, bias)[0].item()

@@ -24,9 +24,9 @@ from jepa import schedules
 from jepa.build import build_encoder, build_image_data, build_jepa, build_masks, build_optimizer
 from jepa.checkpoint import FORMAT, load_checkpoint, load_matching, save_checkpoint
 from jepa.config import Config, save_config, to_dict
-from jepa.data.pretrain import MaskCollator, SeededViews, eval_transform, train_transform
+from jepa.data.pretrain import MaskCollator, SeededViews, train_transform
 from jepa.data.sampling import StepSampler
-from jepa.evaluation import Transformed, pooled, probe_features, raw_pixels
+from jepa.evaluation import pooled, probe_datasets, probe_features, raw_pixels
 from jepa.losses import effective_rank, feature_std
 from jepa.metrics import MetricsWriter, plot_curves, read_metrics
 from jepa.models.jepa import JEPA
@@ -328,25 +328,15 @@ def _loop(cfg: Config, model, core: JEPA, optimizer, accelerator: Accelerator, d
 
 def probe_summary(cfg: Config, model: JEPA, device: torch.device, autocast_dtype: torch.dtype | None) -> dict[str, Any]:
     """Linear probe of the frozen target encoder vs a random-init encoder vs raw pixels, on the test split."""
-    train = build_image_data(cfg, "train")
-    test = build_image_data(cfg, "test")
-    transform = eval_transform(img_size=cfg.data.img_size, mean=train.mean, std=train.std)
-    n = len(train.dataset)
-    size = n if cfg.probe.train_size is None else min(cfg.probe.train_size, n)
-    subset = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))[:size]
+    train_set, test_set = probe_datasets(cfg)
     torch.manual_seed(cfg.seed + 1)
     random_encoder = build_encoder(cfg).to(device).eval()
-    target = model.target_encoder.eval()
     print("linear probe on frozen features (target encoder, random-init encoder, raw pixels) ...", flush=True)
     results = probe_features(
-        {"target_encoder": pooled(target), "random_init": pooled(random_encoder), "raw_pixels": raw_pixels},
-        Transformed(train.dataset, transform, subset),
-        Transformed(test.dataset, transform),
-        batch_size=cfg.probe.batch_size,
-        device=device,
-        epochs=cfg.probe.epochs,
-        seed=cfg.seed,
-        autocast_dtype=autocast_dtype,
+        {"target_encoder": pooled(model.target_encoder.eval()), "random_init": pooled(random_encoder),
+         "raw_pixels": raw_pixels},
+        train_set, test_set, batch_size=cfg.probe.batch_size, device=device, epochs=cfg.probe.epochs,
+        seed=cfg.seed, autocast_dtype=autocast_dtype,
     )
     summary = {
         "probe_accuracy": results["target_encoder"]["test_accuracy"],
