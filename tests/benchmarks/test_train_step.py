@@ -1,0 +1,78 @@
+"""The training-step benchmark: its JSON report, its argument checks, and that the timed step trains."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+# The repo root must come first: plain `pytest` does not put it on sys.path, and there the folder
+# tests/benchmarks/ would otherwise be imported as a namespace package called `benchmarks`.
+ROOT = str(Path(__file__).resolve().parents[2])
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from benchmarks.train_step import SMOKE, SMOKE_OVERRIDES, build_bench, main, make_config  # noqa: E402
+from jepa.train import step_values  # noqa: E402
+
+
+def test_smoke_prints_one_json_report(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["--smoke"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1, lines
+    report = json.loads(lines[0])
+
+    assert report["command"][-1] == "--smoke"
+    assert report["device"]
+    assert report["torch"] == torch.__version__
+    assert report["steps"] == SMOKE["steps"] and report["warmup"] == SMOKE["warmup"]
+    config = report["config"]
+    assert config["model"] == "vit_tiny" and config["batch"] == SMOKE["batch"]
+    assert config["img_size"] == SMOKE["img_size"] and config["patch"] == SMOKE["patch_size"]
+    assert config["precision"] == "fp32" and config["num_targets"] == 4
+    assert config["pred_width"] == SMOKE["pred_width"] and config["pred_depth"] == SMOKE["pred_depth"]
+    assert 0 < report["step_ms_p10"] <= report["step_ms"] <= report["step_ms_p90"]
+    assert report["items_per_s"] == pytest.approx(config["batch"] * 1000 / report["step_ms"], rel=1e-3)
+    assert 0 <= report["collate_ms"] < report["step_ms"]
+    assert report["peak_mem_bytes"] > 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "vit_nope"], "vit_tiny, vit_small, vit_base"),
+        (["--batch", "0"], "--batch must be >= 1"),
+        (["--steps", "0"], "--steps must be >= 1"),
+        (["--img-size", "100"], "multiple of encoder.patch_size"),
+    ],
+)
+def test_bad_arguments_are_rejected(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_timed_step_trains_encoder_and_moves_target_towards_it() -> None:
+    cfg = make_config(model="vit_tiny", img_size=SMOKE["img_size"], patch_size=SMOKE["patch_size"],
+                      batch=SMOKE["batch"], pred_width=SMOKE["pred_width"], pred_depth=SMOKE["pred_depth"],
+                      pred_heads=SMOKE["pred_heads"], total_steps=10, precision="fp32", extra=SMOKE_OVERRIDES)
+    bench = build_bench(cfg)
+
+    def flat(module: torch.nn.Module) -> torch.Tensor:
+        return torch.cat([p.detach().flatten() for p in module.parameters()]).clone()
+
+    for step in range(2):
+        encoder, target, predictor = flat(bench.core.encoder), flat(bench.core.target_encoder), flat(bench.core.predictor)
+        bench.step(step)
+        new_encoder, new_target = flat(bench.core.encoder), flat(bench.core.target_encoder)
+
+        assert not torch.equal(new_encoder, encoder), "the context encoder did not train"
+        assert not torch.equal(flat(bench.core.predictor), predictor), "the predictor did not train"
+        assert not torch.equal(new_target, target), "the EMA target did not move"
+        momentum = step_values(step, cfg).momentum
+        torch.testing.assert_close(new_target, momentum * target + (1 - momentum) * new_encoder)
+        assert (new_target - new_encoder).norm() < (target - new_encoder).norm()
+        assert bench.core.target_encoder.blocks[0].attn.qkv.weight.grad is None  # targets get no gradient
