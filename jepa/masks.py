@@ -10,8 +10,22 @@ sees what it has to predict.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple, Protocol
 
 import torch
+
+
+class MaskSet(NamedTuple):
+    """One masking of a batch: the context tokens the encoder sees and the target tokens to predict."""
+
+    context: torch.Tensor  # [B, Nc] int64, sorted
+    targets: torch.Tensor  # [B, M, K] int64: M target blocks of K tokens, each predicted in its own pass
+
+
+class MaskGenerator(Protocol):
+    """Draws the mask sets of one batch; each set gets its own predictor pass and mask token."""
+
+    def __call__(self, batch_size: int, generator: torch.Generator) -> list[MaskSet]: ...
 
 # After this many failed context draws for an image, its targets are redrawn too:
 # some target layouts leave too little room for any context block.
@@ -159,8 +173,12 @@ class MultiBlockMasks:
         a = aspect[0] + u_aspect * (aspect[1] - aspect[0])
         return block_shape(self.grid, int(self.num_tokens * s), a)
 
-    def __call__(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (context_idx [B, Nc] int64, target_idx [B, num_targets, K] int64)."""
+    def __call__(self, batch_size: int, generator: torch.Generator) -> list[MaskSet]:
+        """I-JEPA uses one mask set per batch."""
+        return [self.sample(batch_size, generator)]
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> MaskSet:
+        """context [B, Nc] int64 and targets [B, num_targets, K] int64."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         target_shape = self._sample_shape(self.target_scale, self.target_aspect, generator)
@@ -195,4 +213,4 @@ class MultiBlockMasks:
                 f"{self.grid[0]}x{self.grid[1]} grid to leave min_keep={self.min_keep} context tokens "
                 f"(one image kept only {int(counts.min())}); lower num_targets, target_scale or min_keep"
             )
-        return random_subsets(keep, int(counts.min()), generator), targets
+        return MaskSet(random_subsets(keep, int(counts.min()), generator), targets)

@@ -22,7 +22,6 @@ class MetricsWriter:
         if mode != "disabled":
             import wandb
 
-            os.environ.setdefault("WANDB_DIR", str(run_dir))
             self.run = wandb.init(
                 project=wandb_cfg.project,
                 name=wandb_cfg.name or run_dir.name,

@@ -28,6 +28,7 @@ from jepa.data.pretrain import MaskCollator, SeededViews, train_transform
 from jepa.data.sampling import StepSampler
 from jepa.evaluation import pooled, probe_datasets, probe_features, raw_pixels
 from jepa.losses import effective_rank, feature_std
+from jepa.masks import MaskSet
 from jepa.metrics import MetricsWriter, plot_curves, read_metrics
 from jepa.models.jepa import JEPA
 
@@ -84,7 +85,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
 def train_step(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    micro_batches: list[dict[str, torch.Tensor]],
+    micro_batches: list[dict[str, Any]],
     *,
     accelerator: Accelerator,
     values: StepValues,
@@ -102,11 +103,10 @@ def train_step(
     for i, batch in enumerate(micro_batches):
         last = i == len(micro_batches) - 1
         inputs = batch["inputs"].to(device, non_blocking=True)
-        context_idx = batch["context_idx"].to(device, non_blocking=True)
-        target_idx = batch["target_idx"].to(device, non_blocking=True)
+        masks = [MaskSet(*(idx.to(device, non_blocking=True) for idx in mask_set)) for mask_set in batch["masks"]]
         with nullcontext() if last else accelerator.no_sync(model):
             with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-                terms = model(inputs, context_idx, target_idx)
+                terms = model(inputs, masks)
             accelerator.backward(terms["loss"] / len(micro_batches))
         for key, value in terms.items():
             if value.ndim == 0:

@@ -28,7 +28,7 @@ def sampled(request: pytest.FixtureRequest) -> tuple[MultiBlockMasks, list[tuple
     """Many batches from one seeded generator, shared by the property tests."""
     masks = MultiBlockMasks(**CONFIGS[request.param])
     generator = torch.Generator().manual_seed(1234)
-    return masks, [masks(BATCH_SIZE, generator) for _ in range(NUM_BATCHES)]
+    return masks, [masks.sample(BATCH_SIZE, generator) for _ in range(NUM_BATCHES)]
 
 
 def test_shapes_dtypes_and_index_ranges(sampled) -> None:
@@ -158,7 +158,7 @@ def test_same_seed_same_masks_and_different_seed_different_masks() -> None:
 
     def run(seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         generator = torch.Generator().manual_seed(seed)
-        return [masks(16, generator) for _ in range(5)]
+        return [masks.sample(16, generator) for _ in range(5)]
 
     first, again, other = run(7), run(7), run(8)
     for (c1, t1), (c2, t2) in zip(first, again):
@@ -207,22 +207,29 @@ def test_settings_impossible_in_practice_raise_at_call() -> None:
         context_scale=(1.0, 1.0), min_keep=10, max_tries=20,
     )
     with pytest.raises(ValueError, match="impossible.*20 tries.*50 target blocks of 5x5.*min_keep=10"):
-        masks(8, torch.Generator().manual_seed(0))
+        masks.sample(8, torch.Generator().manual_seed(0))
 
 
 def test_batch_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="batch_size"):
-        MultiBlockMasks(grid=(7, 7))(0, torch.Generator().manual_seed(0))
+        MultiBlockMasks(grid=(7, 7)).sample(0, torch.Generator().manual_seed(0))
 
 
 def test_batch_256_on_14x14_is_fast() -> None:
     masks = MultiBlockMasks(grid=(14, 14))
     generator = torch.Generator().manual_seed(0)
-    masks(256, generator)
+    masks.sample(256, generator)
     timings = []
     for _ in range(5):
         start = time.perf_counter()
-        masks(256, generator)
+        masks.sample(256, generator)
         timings.append(time.perf_counter() - start)
     # The best of several calls is robust to a busy machine; a typical call takes a few ms.
     assert min(timings) < 0.020, f"best call took {min(timings) * 1e3:.1f} ms"
+
+
+def test_call_gives_one_mask_set_per_batch() -> None:
+    masks = MultiBlockMasks(grid=(7, 7))
+    (mask_set,) = masks(4, torch.Generator().manual_seed(0))
+    again = masks.sample(4, torch.Generator().manual_seed(0))
+    assert torch.equal(mask_set.context, again.context) and torch.equal(mask_set.targets, again.targets)

@@ -148,3 +148,11 @@ def test_cli_rejects_unknown_keys(capsys):
         cli_main(["train", "optim.lrr=0.1"])
     assert exit_info.value.code == 2
     assert "unknown config key 'optim.lrr'" in capsys.readouterr().err
+
+
+def test_wandb_offline_writes_into_the_run_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    train(tiny(tmp_path, "train.steps=2", "wandb.mode=auto"))
+    assert list((tmp_path / "wandb").glob("offline-run-*")), "auto without an API key must log offline"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 from dataclasses import dataclass
 
 import torch
 from torchvision.transforms import v2
 
 from jepa.data.sampling import SampleKey, derive_seed
+from jepa.masks import MaskGenerator
 
 
 def train_transform(
@@ -58,23 +60,21 @@ class SeededViews(torch.utils.data.Dataset):
 class MaskCollator:
     """Stacks a micro-batch, drops unreadable samples (counted), and draws its masks from a per-batch seed."""
 
-    mask_generator: Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+    mask_generator: MaskGenerator
     seed: int
     rank: int = 0
 
-    def __call__(self, samples: list[tuple[torch.Tensor | None, int, int]]) -> dict[str, torch.Tensor]:
+    def __call__(self, samples: list[tuple[torch.Tensor | None, int, int]]) -> dict[str, Any]:
         batch_index = samples[0][2]
         good = [s for s in samples if s[0] is not None]
         bad = len(samples) - len(good)
         if not good:
             raise RuntimeError(f"every sample of micro-batch {batch_index} was unreadable")
         g = torch.Generator().manual_seed(derive_seed(self.seed, 3, batch_index, self.rank))
-        context_idx, target_idx = self.mask_generator(len(good), g)
         return {
             "inputs": torch.stack([s[0] for s in good]),
             "labels": torch.tensor([s[1] for s in good], dtype=torch.long),
-            "context_idx": context_idx,
-            "target_idx": target_idx,
+            "masks": self.mask_generator(len(good), g),
             "skipped": torch.tensor(bad),
         }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +11,7 @@ from torch import nn
 
 from jepa.ema import ema_update
 from jepa.losses import JEPALoss
+from jepa.masks import MaskSet
 from jepa.models.vit import gather_tokens
 
 
@@ -27,25 +29,26 @@ class JEPA(nn.Module):
         self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
         self.loss = loss
 
-    @torch.no_grad()
-    def targets(self, inputs: torch.Tensor, target_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Layer-normed target features at target_idx [B, M, K] -> [B, M, K, D], and pooled raw features [B, D]."""
-        h = self.target_encoder(inputs)
-        pooled = h.mean(dim=1)
-        h = F.layer_norm(h, h.shape[-1:])
-        b, m, k = target_idx.shape
-        return gather_tokens(h, target_idx.reshape(b, m * k)).reshape(b, m, k, -1), pooled
+    def forward(self, inputs: torch.Tensor, masks: Sequence[MaskSet]) -> dict[str, torch.Tensor]:
+        """Loss terms averaged over the mask sets, plus ``target_pooled`` features for collapse diagnostics.
 
-    def forward(
-        self, inputs: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
-        """Loss terms for one batch, plus ``target_pooled`` features for collapse diagnostics."""
-        targets, pooled = self.targets(inputs, target_idx)
-        context = self.encoder(inputs, keep=context_idx)
-        pred = self.predictor(context, context_idx, target_idx)
-        terms = self.loss(pred, targets, context)
-        terms["target_pooled"] = pooled.detach()
-        return terms
+        The target encoder runs once on all tokens; the context encoder and the
+        predictor run once per mask set.
+        """
+        with torch.no_grad():
+            h = self.target_encoder(inputs)
+            pooled = h.mean(dim=1)
+            h = F.layer_norm(h, h.shape[-1:])
+        totals: dict[str, torch.Tensor] = {}
+        for i, (context_idx, target_idx) in enumerate(masks):
+            b, m, k = target_idx.shape
+            targets = gather_tokens(h, target_idx.reshape(b, m * k)).reshape(b, m, k, -1)
+            context = self.encoder(inputs, keep=context_idx)
+            pred = self.predictor(context, context_idx, target_idx, mask_index=i)
+            for key, value in self.loss(pred, targets, context).items():
+                totals[key] = totals.get(key, 0.0) + value / len(masks)
+        totals["target_pooled"] = pooled.detach()
+        return totals
 
     def update_target(self, momentum: float) -> None:
         ema_update(self.target_encoder, self.encoder, momentum)

@@ -13,7 +13,8 @@ class Predictor(nn.Module):
 
     Each target block gets its own pass (the context repeated, one learned mask
     token plus the block's positions appended), as in I-JEPA; all blocks run as
-    one batch of size B * M.
+    one batch of size B * M. Several mask sets (V-JEPA) each have their own
+    mask token, picked by ``mask_index``.
     """
 
     def __init__(
@@ -25,26 +26,30 @@ class Predictor(nn.Module):
         depth: int = 12,
         num_heads: int = 12,
         mlp_ratio: float = 4.0,
+        num_mask_tokens: int = 1,
     ) -> None:
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"predictor embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         self.predictor_embed = nn.Linear(encoder_dim, embed_dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.mask_tokens = nn.ParameterList(nn.Parameter(torch.zeros(1, 1, embed_dim)) for _ in range(num_mask_tokens))
         self.register_buffer("predictor_pos_embed", pos_embed.reshape(1, -1, embed_dim).clone())
         self.predictor_blocks = make_blocks(embed_dim, depth, num_heads, mlp_ratio)
         self.predictor_norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.predictor_proj = nn.Linear(embed_dim, encoder_dim)
         init_weights(self, self.predictor_blocks)
-        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        for token in self.mask_tokens:
+            nn.init.trunc_normal_(token, std=0.02)
 
-    def forward(self, context: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, context: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor, mask_index: int = 0
+    ) -> torch.Tensor:
         """context [B, Nc, D], context_idx [B, Nc], target_idx [B, M, K] -> predictions [B, M, K, D]."""
         b, m, k = target_idx.shape
         pos = self.predictor_pos_embed.expand(b, -1, -1)
         x = self.predictor_embed(context) + gather_tokens(pos, context_idx)
         x = x.repeat_interleave(m, dim=0)
-        queries = self.mask_token + gather_tokens(pos, target_idx.reshape(b, m * k)).reshape(b * m, k, -1)
+        queries = self.mask_tokens[mask_index] + gather_tokens(pos, target_idx.reshape(b, m * k)).reshape(b * m, k, -1)
         x = torch.cat([x, queries], dim=1)
         for block in self.predictor_blocks:
             x = block(x)

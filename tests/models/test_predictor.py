@@ -31,3 +31,14 @@ def test_prediction_depends_on_target_position_and_context():
         b = pred(context, idx, torch.tensor([[[11]]]))
         c = pred(context + 1.0, idx, torch.tensor([[[10]]]))
     assert not torch.allclose(a, b) and not torch.allclose(a, c)
+
+
+def test_each_mask_set_has_its_own_mask_token():
+    torch.manual_seed(0)
+    pred = Predictor(encoder_dim=32, pos_embed=sincos_2d(16, (4, 4)), embed_dim=16, depth=1, num_heads=2,
+                     num_mask_tokens=2).eval()
+    context, idx, targets = torch.randn(1, 3, 32), torch.tensor([[0, 1, 2]]), torch.tensor([[[9, 10]]])
+    with torch.no_grad():
+        assert not torch.allclose(pred(context, idx, targets, mask_index=0), pred(context, idx, targets, mask_index=1))
+        pred.mask_tokens[1].copy_(pred.mask_tokens[0])
+        torch.testing.assert_close(pred(context, idx, targets, mask_index=0), pred(context, idx, targets, mask_index=1))
