@@ -214,3 +214,125 @@ class MultiBlockMasks:
                 f"(one image kept only {int(counts.min())}); lower num_targets, target_scale or min_keep"
             )
         return MaskSet(random_subsets(keep, int(counts.min()), generator), targets)
+
+
+class BlockSpec(NamedTuple):
+    """One V-JEPA mask set: ``num_blocks`` spatio-temporal blocks whose union is predicted."""
+
+    num_blocks: int
+    spatial_scale: tuple[float, float]
+    temporal_scale: tuple[float, float] = (1.0, 1.0)
+    aspect: tuple[float, float] = (0.75, 1.5)
+
+
+SHORT_RANGE = BlockSpec(8, (0.15, 0.15))
+LONG_RANGE = BlockSpec(2, (0.7, 0.7))
+
+
+def _place_tubes(
+    n: int, spec_shape: tuple[int, int, int], grid: tuple[int, int, int], count: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Token indices [n, count * t*h*w] of ``count`` blocks per sample at uniform (inclusive) positions."""
+    (t, h, w), (gt, gh, gw) = spec_shape, grid
+    starts = torch.randint(0, gt - t + 1, (n, count), generator=generator)
+    tops = torch.randint(0, gh - h + 1, (n, count), generator=generator)
+    lefts = torch.randint(0, gw - w + 1, (n, count), generator=generator)
+    offsets = (
+        torch.arange(t)[:, None, None] * gh * gw + torch.arange(h)[None, :, None] * gw + torch.arange(w)[None, None, :]
+    ).flatten()
+    corners = starts * gh * gw + tops * gw + lefts
+    return (corners.unsqueeze(-1) + offsets).flatten(1)
+
+
+class MultiBlock3DMasks:
+    """V-JEPA multi-block masks on a (T, H, W) token grid: one mask set per :class:`BlockSpec`.
+
+    Each set masks the union of its blocks (same block shape across the batch,
+    positions per clip); the context is everything else. Counts are equalised
+    across the batch by random subsets, like the 2-D masks.
+    """
+
+    def __init__(
+        self,
+        *,
+        grid: tuple[int, int, int],
+        specs: tuple[BlockSpec, ...] = (SHORT_RANGE, LONG_RANGE),
+        min_keep: int = 10,
+        max_tries: int = 100,
+    ) -> None:
+        if len(grid) != 3 or min(grid) < 1:
+            raise ValueError(f"grid must be (T, H, W) with all >= 1, got {grid}")
+        if not specs:
+            raise ValueError("at least one BlockSpec is needed")
+        for spec in specs:
+            if spec.num_blocks < 1:
+                raise ValueError(f"num_blocks must be >= 1, got {spec}")
+            _check_range("spatial_scale", spec.spatial_scale, upper=1.0)
+            _check_range("temporal_scale", spec.temporal_scale, upper=1.0)
+            _check_range("aspect", spec.aspect, upper=None)
+        if not 1 <= min_keep < grid[0] * grid[1] * grid[2]:
+            raise ValueError(f"min_keep must satisfy 1 <= min_keep < T*H*W = {grid[0] * grid[1] * grid[2]}")
+        self.grid = tuple(int(g) for g in grid)
+        self.specs = tuple(specs)
+        self.min_keep = min_keep
+        self.max_tries = max_tries
+
+    @property
+    def num_tokens(self) -> int:
+        return self.grid[0] * self.grid[1] * self.grid[2]
+
+    def _shape(self, spec: BlockSpec, generator: torch.Generator) -> tuple[int, int, int]:
+        u_time, u_space, u_aspect = torch.rand(3, generator=generator, dtype=torch.float64).tolist()
+        t_scale = spec.temporal_scale[0] + u_time * (spec.temporal_scale[1] - spec.temporal_scale[0])
+        s_scale = spec.spatial_scale[0] + u_space * (spec.spatial_scale[1] - spec.spatial_scale[0])
+        aspect = spec.aspect[0] + u_aspect * (spec.aspect[1] - spec.aspect[0])
+        h, w = block_shape(self.grid[1:], int(self.grid[1] * self.grid[2] * s_scale), aspect)
+        return max(1, int(self.grid[0] * t_scale)), h, w
+
+    def _sample_set(self, spec: BlockSpec, batch_size: int, generator: torch.Generator) -> MaskSet:
+        shape = self._shape(spec, generator)
+        masked = _cover(_place_tubes(batch_size, shape, self.grid, spec.num_blocks, generator), self.num_tokens)
+        for _ in range(1, self.max_tries):
+            redo = ((~masked).sum(1) < self.min_keep).nonzero().squeeze(1)
+            if redo.numel() == 0:
+                break
+            blocks = _place_tubes(redo.numel(), shape, self.grid, spec.num_blocks, generator)
+            masked[redo] = _cover(blocks, self.num_tokens)
+        visible = ~masked
+        if int(visible.sum(1).min()) < self.min_keep:
+            raise ValueError(
+                f"impossible masking settings: {spec.num_blocks} blocks of {shape[0]}x{shape[1]}x{shape[2]} tokens "
+                f"leave fewer than min_keep={self.min_keep} context tokens on the {self.grid} grid; "
+                "lower num_blocks, spatial_scale or min_keep"
+            )
+        context = random_subsets(visible, int(visible.sum(1).min()), generator)
+        targets = random_subsets(masked, int(masked.sum(1).min()), generator)
+        return MaskSet(context, targets.unsqueeze(1))
+
+    def __call__(self, batch_size: int, generator: torch.Generator) -> list[MaskSet]:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        return [self._sample_set(spec, batch_size, generator) for spec in self.specs]
+
+
+class RandomTubeMasks:
+    """Tube masking: the same random ``ratio`` of spatial positions is masked in every frame."""
+
+    def __init__(self, *, grid: tuple[int, int, int], ratio: float = 0.9) -> None:
+        if len(grid) != 3 or min(grid) < 1:
+            raise ValueError(f"grid must be (T, H, W) with all >= 1, got {grid}")
+        spatial = grid[1] * grid[2]
+        self.num_masked = round(ratio * spatial)
+        if not 0 < self.num_masked < spatial:
+            raise ValueError(f"ratio {ratio} masks {self.num_masked} of {spatial} positions; it must leave some of each")
+        self.grid = tuple(int(g) for g in grid)
+
+    def __call__(self, batch_size: int, generator: torch.Generator) -> list[MaskSet]:
+        t, h, w = self.grid
+        order = torch.rand(batch_size, h * w, generator=generator).argsort(dim=1)
+        masked = torch.zeros(batch_size, h * w, dtype=torch.bool).scatter_(1, order[:, : self.num_masked], True)
+        masked = masked.repeat(1, t)  # tokens are ordered t -> h -> w
+        positions = torch.arange(t * h * w).expand(batch_size, -1)
+        targets = positions[masked].reshape(batch_size, -1)
+        context = positions[~masked].reshape(batch_size, -1)
+        return [MaskSet(context, targets.unsqueeze(1))]

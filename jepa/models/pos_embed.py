@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -27,3 +29,26 @@ def sincos_2d(dim: int, grid: tuple[int, int]) -> torch.Tensor:
     rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     table = torch.cat([sincos_1d(dim // 2, cols.reshape(-1)), sincos_1d(dim // 2, rows.reshape(-1))], dim=1)
     return table.float()
+
+
+def sincos_3d(dim: int, grid: tuple[int, int, int], *, uniform_power: bool = True) -> torch.Tensor:
+    """[T*H*W, dim] table for a (t, h, w) token grid ordered t -> h -> w, channels in slices [time, row, column].
+
+    ``uniform_power`` gives each axis the same number of channels (2 * ceil(dim / 6),
+    truncated to ``dim``), as V-JEPA pretrains; otherwise time gets half and rows and
+    columns a quarter each.
+    """
+    t, h, w = grid
+    if uniform_power:
+        dt = dh = dw = 2 * math.ceil(dim / 6)
+    else:
+        if dim % 4:
+            raise ValueError(f"sincos_3d without uniform_power needs dim divisible by 4, got {dim}")
+        dt, dh, dw = dim // 2, dim // 4, dim // 4
+    if dh % 2:
+        raise ValueError(f"sincos_3d needs an even number of channels per axis for dim {dim}")
+    times, rows, cols = torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij")
+    table = torch.cat(
+        [sincos_1d(dt, times.reshape(-1)), sincos_1d(dh, rows.reshape(-1)), sincos_1d(dw, cols.reshape(-1))], dim=1
+    )
+    return table[:, :dim].float()

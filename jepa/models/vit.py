@@ -15,7 +15,7 @@ from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from jepa.models.pos_embed import sincos_2d
+from jepa.models.pos_embed import sincos_2d, sincos_3d
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,22 @@ def init_weights(module: nn.Module, blocks: nn.ModuleList) -> None:
     for layer_id, block in enumerate(blocks, start=1):
         block.attn.proj.weight.data.div_((2.0 * layer_id) ** 0.5)
         block.mlp.fc2.weight.data.div_((2.0 * layer_id) ** 0.5)
+
+
+class TubeletEmbed(nn.Module):
+    """Video [B, C, T, H, W] -> tokens [B, T/t * H/p * W/p, D] (ordered t -> h -> w) with one Conv3d."""
+
+    def __init__(self, *, patch_size: int, tubelet_size: int, in_chans: int, embed_dim: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.tubelet_size = tubelet_size
+        kernel = (tubelet_size, patch_size, patch_size)
+        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=kernel, stride=kernel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 5:
+            raise ValueError(f"video input must be [B, C, T, H, W], got shape {tuple(x.shape)}")
+        return self.proj(x).flatten(2).transpose(1, 2)
 
 
 class VisionTransformer(nn.Module):
@@ -139,6 +155,28 @@ def vit_2d(size: VitSize, *, img_size: int, patch_size: int, in_chans: int) -> V
     return VisionTransformer(
         patch_embed=patch_embed,
         pos_embed=sincos_2d(size.embed_dim, (grid, grid)),
+        embed_dim=size.embed_dim,
+        depth=size.depth,
+        num_heads=size.num_heads,
+        mlp_ratio=size.mlp_ratio,
+    )
+
+
+def vit_3d(
+    size: VitSize, *, img_size: int, num_frames: int, patch_size: int, tubelet_size: int, in_chans: int
+) -> VisionTransformer:
+    """A video ViT: tubelet embedding and 3-D sincos positions over the (T/t, H/p, W/p) grid."""
+    if img_size % patch_size:
+        raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
+    if num_frames % tubelet_size:
+        raise ValueError(f"num_frames {num_frames} is not a multiple of tubelet_size {tubelet_size}")
+    grid = (num_frames // tubelet_size, img_size // patch_size, img_size // patch_size)
+    patch_embed = TubeletEmbed(
+        patch_size=patch_size, tubelet_size=tubelet_size, in_chans=in_chans, embed_dim=size.embed_dim
+    )
+    return VisionTransformer(
+        patch_embed=patch_embed,
+        pos_embed=sincos_3d(size.embed_dim, grid),
         embed_dim=size.embed_dim,
         depth=size.depth,
         num_heads=size.num_heads,

@@ -3,7 +3,7 @@ import timm
 import torch
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
-from jepa.models.vit import VIT_SIZES, gather_tokens, resolve_size, vit_2d
+from jepa.models.vit import VIT_SIZES, gather_tokens, resolve_size, vit_2d, vit_3d
 
 
 def _timm_twin(ours, img_size, patch_size, in_chans, size):
@@ -64,3 +64,31 @@ def test_bad_sizes_are_errors():
         resolve_size("vit_tiny", num_heads=5)
     with pytest.raises(ValueError, match="multiple of patch_size"):
         vit_2d(VIT_SIZES["vit_tiny"], img_size=30, patch_size=4, in_chans=1)
+
+
+def test_tubelet_embedding_of_a_repeated_image_equals_2d_embedding_with_time_summed_kernel():
+    torch.manual_seed(0)
+    size = resolve_size("vit_tiny", depth=1)
+    video = vit_3d(size, img_size=32, num_frames=4, patch_size=8, tubelet_size=2, in_chans=3)
+    image = vit_2d(size, img_size=32, patch_size=8, in_chans=3)
+    with torch.no_grad():
+        image.patch_embed.proj.weight.copy_(video.patch_embed.proj.weight.sum(dim=2))
+        image.patch_embed.proj.bias.copy_(video.patch_embed.proj.bias)
+    x = torch.randn(2, 3, 32, 32)
+    clip = x.unsqueeze(2).repeat(1, 1, 2, 1, 1)  # one tubelet of the same frame
+    with torch.no_grad():
+        torch.testing.assert_close(video.patch_embed(clip), image.patch_embed(x), atol=1e-5, rtol=0)
+
+
+def test_video_vit_runs_kept_tokens_in_t_h_w_order():
+    torch.manual_seed(0)
+    model = vit_3d(resolve_size("vit_tiny", depth=1), img_size=16, num_frames=4, patch_size=8, tubelet_size=2,
+                   in_chans=1).eval()
+    assert model.num_tokens == 2 * 2 * 2
+    clip = torch.zeros(1, 1, 4, 16, 16)
+    clip[:, :, 2:4, 8:16, 0:8] = 1.0  # second tubelet, bottom-left patch = token (1, 1, 0) = 6
+    tokens = model.patch_embed(clip)
+    changed = (tokens - model.patch_embed(torch.zeros_like(clip))).abs().sum(-1).squeeze(0)
+    assert changed.nonzero().flatten().tolist() == [6]
+    with pytest.raises(ValueError, match="multiple of tubelet_size"):
+        vit_3d(resolve_size("vit_tiny"), img_size=16, num_frames=3, patch_size=8, tubelet_size=2, in_chans=1)

@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from jepa.masks import LONG_RANGE, SHORT_RANGE, BlockSpec, MultiBlock3DMasks, RandomTubeMasks
+
+GRID = (8, 14, 14)
+
+
+def _cells(idx, grid=GRID):
+    t, r = divmod(idx, grid[1] * grid[2])
+    return t, *divmod(r, grid[2])
+
+
+def test_multiblock_3d_reference_sets_are_disjoint_equal_sized_and_span_time():
+    masks = MultiBlock3DMasks(grid=GRID)
+    g = torch.Generator().manual_seed(0)
+    covered = torch.zeros(8 * 14 * 14, dtype=torch.bool)
+    for _ in range(50):
+        sets = masks(16, g)
+        assert len(sets) == 2  # short range + long range, each its own predictor pass
+        for context, targets in sets:
+            assert context.dtype == targets.dtype == torch.int64 and targets.shape[1] == 1
+            for c, tgt in zip(context, targets[:, 0]):
+                assert not set(c.tolist()) & set(tgt.tolist())
+                assert len(set(c.tolist())) == len(c) and torch.equal(c, c.sort().values)
+                times = {_cells(i)[0] for i in tgt.tolist()}
+                assert times == set(range(8)) or len(tgt) < 8  # temporal scale 1.0: blocks cover all frames
+            covered[targets.flatten()] = True
+    assert covered.all()  # every token, last row / column / frame included, can be a target
+
+
+def test_long_range_masks_more_than_short_range():
+    short, long_ = MultiBlock3DMasks(grid=GRID)(32, torch.Generator().manual_seed(1))
+    assert long_.targets.shape[-1] > short.targets.shape[-1]
+    assert short.targets.shape[-1] >= 0.15 * 14 * 14 * 8  # at least one block's worth
+
+
+def test_multiblock_3d_seedable_and_validated():
+    masks = MultiBlock3DMasks(grid=GRID)
+    a = masks(4, torch.Generator().manual_seed(3))
+    b = masks(4, torch.Generator().manual_seed(3))
+    assert all(torch.equal(x.context, y.context) and torch.equal(x.targets, y.targets) for x, y in zip(a, b))
+    with pytest.raises(ValueError, match="impossible masking"):
+        MultiBlock3DMasks(grid=(2, 4, 4), specs=(BlockSpec(8, (1.0, 1.0)),), min_keep=2)(2, torch.Generator())
+    with pytest.raises(ValueError):
+        MultiBlock3DMasks(grid=(2, 4), specs=(SHORT_RANGE,))
+    with pytest.raises(ValueError):
+        MultiBlock3DMasks(grid=GRID, specs=(BlockSpec(0, (0.1, 0.2)),))
+    assert LONG_RANGE.num_blocks == 2 and SHORT_RANGE.num_blocks == 8
+
+
+def test_random_tube_masks_same_positions_in_every_frame():
+    masks = RandomTubeMasks(grid=(4, 6, 6), ratio=0.75)
+    ((context, targets),) = masks(8, torch.Generator().manual_seed(0))
+    assert targets.shape == (8, 1, 4 * 27) and context.shape == (8, 4 * 9)
+    for c, tgt in zip(context, targets[:, 0]):
+        assert sorted(c.tolist() + tgt.tolist()) == list(range(4 * 36))
+        per_frame = [{i % 36 for i in tgt.tolist() if i // 36 == t} for t in range(4)]
+        assert all(p == per_frame[0] for p in per_frame)
+    with pytest.raises(ValueError, match="must leave some"):
+        RandomTubeMasks(grid=(4, 6, 6), ratio=1.0)
