@@ -12,42 +12,67 @@ from jepa.data import fashion_mnist
 from jepa.data.image_folder import ImageFolder, split_folder
 from jepa.data.pretrain import LabelledTensors
 from jepa.losses import JEPALoss
-from jepa.masks import MultiBlockMasks
+from jepa.data.video_data import is_video_source
+from jepa.masks import BlockSpec, MaskGenerator, MultiBlock3DMasks, MultiBlockMasks, RandomTubeMasks
 from jepa.models.jepa import JEPA
-from jepa.models.pos_embed import sincos_2d
+from jepa.models.pos_embed import sincos_2d, sincos_3d
 from jepa.models.predictor import Predictor
-from jepa.models.vit import VisionTransformer, resolve_size, vit_2d
+from jepa.models.vit import VisionTransformer, resolve_size, vit_2d, vit_3d
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def grid_size(cfg: Config) -> tuple[int, int]:
+def is_video(cfg: Config) -> bool:
+    return is_video_source(cfg.data.source)
+
+
+def grid_size(cfg: Config) -> tuple[int, ...]:
+    """The token grid: (H, W) for images, (T, H, W) for video."""
     side = cfg.data.img_size // cfg.encoder.patch_size
+    if is_video(cfg):
+        return cfg.video.num_frames // cfg.video.tubelet_size, side, side
     return side, side
 
 
 def build_encoder(cfg: Config) -> VisionTransformer:
     e = cfg.encoder
     size = resolve_size(e.arch, embed_dim=e.embed_dim, depth=e.depth, num_heads=e.num_heads, mlp_ratio=e.mlp_ratio)
+    if is_video(cfg):
+        return vit_3d(size, img_size=cfg.data.img_size, num_frames=cfg.video.num_frames, patch_size=e.patch_size,
+                      tubelet_size=cfg.video.tubelet_size, in_chans=e.in_chans)
     return vit_2d(size, img_size=cfg.data.img_size, patch_size=e.patch_size, in_chans=e.in_chans)
 
 
 def build_jepa(cfg: Config) -> JEPA:
     encoder = build_encoder(cfg)
     p = cfg.predictor
+    grid = grid_size(cfg)
     predictor = Predictor(
         encoder_dim=encoder.embed_dim,
-        pos_embed=sincos_2d(p.embed_dim, grid_size(cfg)),
+        pos_embed=sincos_3d(p.embed_dim, grid) if len(grid) == 3 else sincos_2d(p.embed_dim, grid),
         embed_dim=p.embed_dim,
         depth=p.depth,
         num_heads=p.num_heads,
+        num_mask_tokens=num_mask_sets(cfg),
     )
     loss = JEPALoss(kind=cfg.loss.kind, var_coeff=cfg.loss.var_coeff, cov_coeff=cfg.loss.cov_coeff)
     return JEPA(encoder=encoder, predictor=predictor, loss=loss)
 
 
-def build_masks(cfg: Config) -> MultiBlockMasks:
-    m = cfg.masks
+def num_mask_sets(cfg: Config) -> int:
+    """Mask sets per batch, hence predictor mask tokens: 2 for V-JEPA multi-block, else 1."""
+    return 2 if is_video(cfg) and cfg.video.masks == "multiblock" else 1
+
+
+def build_masks(cfg: Config) -> MaskGenerator:
+    m, v = cfg.masks, cfg.video
+    if is_video(cfg) and v.masks == "tube":
+        return RandomTubeMasks(grid=grid_size(cfg), ratio=v.tube_ratio)
+    if is_video(cfg):
+        specs = tuple(
+            BlockSpec(int(blocks), (scale, scale), aspect=m.target_aspect) for blocks, scale in (v.short_range, v.long_range)
+        )
+        return MultiBlock3DMasks(grid=grid_size(cfg), specs=specs, min_keep=m.min_keep)
     return MultiBlockMasks(
         grid=grid_size(cfg),
         num_targets=m.num_targets,

@@ -24,10 +24,13 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    """Where images come from and how they are augmented."""
+    """Where images or clips come from and how they are augmented."""
 
-    source: str = "fashion-mnist"  # "fashion-mnist" or an ImageNet-style folder with train/ (and val/ or test/)
-    root: str | None = None  # Fashion-MNIST IDX folder; searched in the usual places when unset
+    # images: "fashion-mnist" or an ImageNet-style folder with train/ (and val/ or test/);
+    # video: "moving-digits" (generated on first use) or webdataset shards (a folder with train/ and
+    # val/ shard folders, a folder with manifest.json, or a brace pattern of .tar URLs)
+    source: str = "fashion-mnist"
+    root: str | None = None  # where Fashion-MNIST is / moving digits are generated; searched or a cache when unset
     img_size: int = 28
     crop_scale: tuple[float, float] = (0.3, 1.0)
     crop_ratio: tuple[float, float] = (0.75, 1.333)
@@ -35,6 +38,21 @@ class DataConfig:
     batch_size: int = 128  # global batch per optimizer step (split over ranks and accumulation)
     num_workers: int = 0
     warn_every: int = 100  # warn once per this many corrupt images
+
+
+@dataclass
+class VideoConfig:
+    """Clip settings, used when ``data.source`` is video (V-JEPA)."""
+
+    num_frames: int = 16
+    frame_step: int = 4
+    tubelet_size: int = 2
+    short: Literal["pad", "skip"] = "pad"  # videos shorter than a clip: repeat the last frame, or skip them
+    shuffle_buffer: int = 256
+    masks: Literal["multiblock", "tube"] = "multiblock"
+    short_range: tuple[int, float] = (8, 0.15)  # (blocks, spatial scale) of the first mask set
+    long_range: tuple[int, float] = (2, 0.7)  # (blocks, spatial scale) of the second mask set
+    tube_ratio: float = 0.9
 
 
 @dataclass
@@ -132,6 +150,7 @@ class Config:
     run_dir: str | None = None  # default: a new folder under runs/
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     masks: MaskConfig = field(default_factory=MaskConfig)
@@ -251,6 +270,8 @@ def validate(cfg: Config) -> None:
         (cfg.data.batch_size % cfg.optim.accum_steps == 0, "data.batch_size must be divisible by optim.accum_steps"),
         (cfg.data.img_size % cfg.encoder.patch_size == 0, "data.img_size must be a multiple of encoder.patch_size"),
         (0 < cfg.data.crop_scale[0] <= cfg.data.crop_scale[1] <= 1, "data.crop_scale must satisfy 0 < lo <= hi <= 1"),
+        (cfg.video.num_frames % cfg.video.tubelet_size == 0, "video.num_frames must be a multiple of video.tubelet_size"),
+        (cfg.video.frame_step >= 1, "video.frame_step must be >= 1"),
         (cfg.optim.warmup_steps >= 0, "optim.warmup_steps must be >= 0"),
         (cfg.loss.var_coeff >= 0 and cfg.loss.cov_coeff >= 0, "loss coefficients must be >= 0"),
     ]

@@ -74,6 +74,17 @@ def pooled(encoder: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda x: encoder(x).mean(dim=1)
 
 
+def per_frame_pooled(encoder: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Video baseline without temporal order: each frame encoded as a static clip, pooled, then averaged over frames."""
+
+    def features(clip: torch.Tensor) -> torch.Tensor:
+        frames = clip.shape[2]
+        per_frame = [encoder(clip[:, :, t : t + 1].expand(-1, -1, frames, -1, -1)).mean(dim=1) for t in range(frames)]
+        return torch.stack(per_frame).mean(dim=0)
+
+    return features
+
+
 def raw_pixels(x: torch.Tensor) -> torch.Tensor:
     """Flattened normalised pixels, pooled down to RAW_PIXEL_SIDE so large images stay tractable."""
     if x.shape[-1] > RAW_PIXEL_SIDE:

@@ -21,12 +21,13 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from jepa import schedules
-from jepa.build import build_encoder, build_image_data, build_jepa, build_masks, build_optimizer
+from jepa.build import build_encoder, build_image_data, build_jepa, build_masks, build_optimizer, is_video
 from jepa.checkpoint import FORMAT, load_checkpoint, load_matching, save_checkpoint
-from jepa.config import Config, save_config, to_dict
+from jepa.config import Config, ConfigError, save_config, to_dict
 from jepa.data.pretrain import MaskCollator, SeededViews, train_transform
 from jepa.data.sampling import StepSampler
-from jepa.evaluation import pooled, probe_datasets, probe_features, raw_pixels
+from jepa.data.video_data import LabelledClips, video_train_loader
+from jepa.evaluation import per_frame_pooled, pooled, probe_datasets, probe_features, raw_pixels
 from jepa.losses import effective_rank, feature_std
 from jepa.masks import MaskSet
 from jepa.metrics import MetricsWriter, plot_curves, read_metrics
@@ -177,9 +178,15 @@ def all_finite(model: torch.nn.Module) -> bool:
     return bool(torch.stack([p.isfinite().all() for p in model.parameters()]).all())
 
 
-def pretrain_loader(cfg: Config, dataset: torch.utils.data.Dataset, mean, std, *, start_batch: int,
-                    rank: int, world_size: int) -> torch.utils.data.DataLoader:
+def train_loader(cfg: Config, *, start_batch: int, rank: int, world_size: int) -> torch.utils.data.DataLoader:
+    """This rank's micro-batches with masks: images from ``start_batch`` on (exact resume), or a clip stream."""
     micro = cfg.data.batch_size // (cfg.optim.accum_steps * world_size)
+    if is_video(cfg):
+        if cfg.encoder.in_chans != 3:
+            raise ConfigError(f"video clips decode to 3 channels but encoder.in_chans is {cfg.encoder.in_chans}")
+        return video_train_loader(cfg, build_masks(cfg), micro_batch=micro, rank=rank, world_size=world_size)
+    data = build_image_data(cfg, "train")
+    dataset, mean, std = data.dataset, data.mean, data.std
     views = SeededViews(
         dataset,
         train_transform(img_size=cfg.data.img_size, crop_scale=cfg.data.crop_scale, crop_ratio=cfg.data.crop_ratio,
@@ -216,14 +223,16 @@ def train(cfg: Config) -> dict[str, Any]:
         print(f"run folder: {run_dir}", flush=True)
         save_config(cfg, run_dir / "config.yaml")
 
-    data = build_image_data(cfg, "train")
+    ckpt_path = run_dir / "checkpoint.pt"
+    state = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
+    start_step = int(state["step"]) if state else 0
+    loader = train_loader(cfg, start_batch=start_step * cfg.optim.accum_steps, rank=accelerator.process_index,
+                          world_size=world)  # before the model, so missing data fails at once
     torch.manual_seed(cfg.seed)
     model = build_jepa(cfg)
     optimizer = build_optimizer(model, cfg)
-    ckpt_path = run_dir / "checkpoint.pt"
-    start_step = 0
-    if ckpt_path.exists():
-        start_step = restore(model, optimizer, load_checkpoint(ckpt_path), ckpt_path)
+    if state is not None:
+        restore(model, optimizer, state, ckpt_path)
         if main:
             print(f"resuming from {ckpt_path} at step {start_step}", flush=True)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -238,7 +247,7 @@ def train(cfg: Config) -> dict[str, Any]:
     trained = start_step < total
     try:
         if trained:
-            _loop(cfg, model, core, optimizer, accelerator, data, start_step, autocast_dtype, writer, ckpt_path)
+            _loop(cfg, model, core, optimizer, accelerator, loader, start_step, autocast_dtype, writer, ckpt_path)
         elif main:
             print(f"{ckpt_path} is already at step {start_step} >= train.steps {total}; nothing to train", flush=True)
     finally:
@@ -255,12 +264,10 @@ def train(cfg: Config) -> dict[str, Any]:
     return summary
 
 
-def _loop(cfg: Config, model, core: JEPA, optimizer, accelerator: Accelerator, data, start_step: int,
+def _loop(cfg: Config, model, core: JEPA, optimizer, accelerator: Accelerator, loader, start_step: int,
           autocast_dtype, writer: MetricsWriter | None, ckpt_path: Path) -> None:
     """Steps ``start_step`` .. ``train.steps``: log every N, checkpoint every M and on a stop signal."""
     total, accum = cfg.train.steps, cfg.optim.accum_steps
-    loader = pretrain_loader(cfg, data.dataset, data.mean, data.std, start_batch=start_step * accum,
-                             rank=accelerator.process_index, world_size=accelerator.num_processes)
     batches = iter(loader)
     main = accelerator.is_main_process
     bar = tqdm(total=total, initial=start_step, disable=not main, desc="train", dynamic_ncols=True)
@@ -327,26 +334,33 @@ def _loop(cfg: Config, model, core: JEPA, optimizer, accelerator: Accelerator, d
 
 
 def probe_summary(cfg: Config, model: JEPA, device: torch.device, autocast_dtype: torch.dtype | None) -> dict[str, Any]:
-    """Linear probe of the frozen target encoder vs a random-init encoder vs raw pixels, on the test split."""
-    train_set, test_set = probe_datasets(cfg)
+    """Linear probe on the test split: the frozen target encoder, the same architecture at random init,
+    and a baseline without learned features (raw pixels for images, per-frame features for video)."""
     torch.manual_seed(cfg.seed + 1)
     random_encoder = build_encoder(cfg).to(device).eval()
-    print("linear probe on frozen features (target encoder, random-init encoder, raw pixels) ...", flush=True)
+    target = model.target_encoder.eval()
+    if is_video(cfg):
+        train_set, test_set = LabelledClips(cfg, "train", cfg.probe.train_size), LabelledClips(cfg, "test")
+        baseline = ("per_frame", per_frame_pooled(target))
+    else:
+        train_set, test_set = probe_datasets(cfg)
+        baseline = ("raw_pixels", raw_pixels)
+    print(f"linear probe on frozen features (target encoder, random-init encoder, {baseline[0]}) ...", flush=True)
     results = probe_features(
-        {"target_encoder": pooled(model.target_encoder.eval()), "random_init": pooled(random_encoder),
-         "raw_pixels": raw_pixels},
+        {"target_encoder": pooled(target), "random_init": pooled(random_encoder), baseline[0]: baseline[1]},
         train_set, test_set, batch_size=cfg.probe.batch_size, device=device, epochs=cfg.probe.epochs,
         seed=cfg.seed, autocast_dtype=autocast_dtype,
     )
     summary = {
         "probe_accuracy": results["target_encoder"]["test_accuracy"],
         "random_init_probe_accuracy": results["random_init"]["test_accuracy"],
-        "raw_pixel_probe_accuracy": results["raw_pixels"]["test_accuracy"],
+        f"{baseline[0]}_probe_accuracy": results[baseline[0]]["test_accuracy"],
         "probe": results,
     }
     print(
         f"linear probe test accuracy: pretrained {summary['probe_accuracy']:.4f} | "
-        f"random init {summary['random_init_probe_accuracy']:.4f} | raw pixels {summary['raw_pixel_probe_accuracy']:.4f}",
+        f"random init {summary['random_init_probe_accuracy']:.4f} | "
+        f"{baseline[0].replace('_', ' ')} {results[baseline[0]]['test_accuracy']:.4f}",
         flush=True,
     )
     return summary
