@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.linear_probe", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="a jepa training checkpoint (runs/*/checkpoint.pt)")
     parser.add_argument("--data", default=None,
-                        help="fashion-mnist, or a folder with train/ and val/ (or test/) class folders; default: the run's data")
+                        help="fashion-mnist, an image folder with train/ and val/ (or test/) class folders, moving-digits, "
+                             "or a folder with train/ and val/ shard folders (video checkpoints); default: the run's data")
     parser.add_argument("--encoder", choices=["target", "context"], default="target")
     parser.add_argument("--train-size", type=int, default=None, help="probe-train images (default: the run's probe.train_size)")
     parser.add_argument("--epochs", type=int, default=None)

@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jepa.build import build_image_data
+from jepa.build import build_image_data, is_video
 from jepa.config import Config
 from jepa.data.pretrain import eval_transform
+from jepa.data.video_data import LabelledClips
 from jepa.probe import train_linear_probe
 
 log = logging.getLogger(__name__)
@@ -125,8 +126,10 @@ def probe_features(
     return results
 
 
-def probe_datasets(cfg: Config) -> tuple[Transformed, Transformed]:
-    """Probe train set (a seeded subset of ``probe.train_size`` train images) and the full test split."""
+def probe_datasets(cfg: Config) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
+    """Probe train set (``probe.train_size`` train images or clips) and the full test split."""
+    if is_video(cfg):
+        return LabelledClips(cfg, "train", cfg.probe.train_size), LabelledClips(cfg, "test")
     train = build_image_data(cfg, "train")
     test = build_image_data(cfg, "test")
     transform = eval_transform(img_size=cfg.data.img_size, mean=train.mean, std=train.std)

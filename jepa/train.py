@@ -26,7 +26,7 @@ from jepa.checkpoint import FORMAT, load_checkpoint, load_matching, save_checkpo
 from jepa.config import Config, ConfigError, save_config, to_dict
 from jepa.data.pretrain import MaskCollator, SeededViews, train_transform
 from jepa.data.sampling import StepSampler
-from jepa.data.video_data import LabelledClips, video_train_loader
+from jepa.data.video_data import video_train_loader
 from jepa.evaluation import per_frame_pooled, pooled, probe_datasets, probe_features, raw_pixels
 from jepa.losses import effective_rank, feature_std
 from jepa.masks import MaskSet
@@ -339,12 +339,8 @@ def probe_summary(cfg: Config, model: JEPA, device: torch.device, autocast_dtype
     torch.manual_seed(cfg.seed + 1)
     random_encoder = build_encoder(cfg).to(device).eval()
     target = model.target_encoder.eval()
-    if is_video(cfg):
-        train_set, test_set = LabelledClips(cfg, "train", cfg.probe.train_size), LabelledClips(cfg, "test")
-        baseline = ("per_frame", per_frame_pooled(target))
-    else:
-        train_set, test_set = probe_datasets(cfg)
-        baseline = ("raw_pixels", raw_pixels)
+    train_set, test_set = probe_datasets(cfg)
+    baseline = ("per_frame", per_frame_pooled(target)) if is_video(cfg) else ("raw_pixels", raw_pixels)
     print(f"linear probe on frozen features (target encoder, random-init encoder, {baseline[0]}) ...", flush=True)
     results = probe_features(
         {"target_encoder": pooled(target), "random_init": pooled(random_encoder), baseline[0]: baseline[1]},

@@ -67,3 +67,17 @@ def test_dict_round_trip():
 
 def test_parse_override_nests():
     assert parse_override("a.b.c=1") == {"a": {"b": {"c": 1}}}
+
+
+@pytest.mark.parametrize("name", ["vit_l16.yaml", "vit_h16.yaml"])
+def test_video_recipes_load_with_reference_hyper_parameters(name):
+    cfg = load_config(ROOT / "configs/vjepa" / name)
+    assert (cfg.video.num_frames, cfg.video.frame_step, cfg.video.tubelet_size) == (16, 4, 2)
+    assert cfg.data.img_size == 224 and cfg.encoder.patch_size == 16
+    assert cfg.video.short_range == (8, 0.15) and cfg.video.long_range == (2, 0.7)
+    assert cfg.loss.kind == "l1" and cfg.optim.ema == (0.998, 1.0)
+
+
+def test_video_default_loads():
+    cfg = load_config(ROOT / "configs/vjepa/default.yaml")
+    assert cfg.data.source == "moving-digits" and cfg.video.num_frames % cfg.video.tubelet_size == 0

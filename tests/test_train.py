@@ -156,3 +156,37 @@ def test_wandb_offline_writes_into_the_run_folder(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_DIR", raising=False)
     train(tiny(tmp_path, "train.steps=2", "wandb.mode=auto"))
     assert list((tmp_path / "wandb").glob("offline-run-*")), "auto without an API key must log offline"
+
+
+@pytest.fixture(scope="module")
+def tiny_moving_digits(tmp_path_factory):
+    from jepa.data.moving_digits import generate
+
+    root = tmp_path_factory.mktemp("moving-digits")
+    generate(root, num_train=64, num_val=32, frames=8, progress=False)
+    return root
+
+
+VIDEO = [
+    "data.source=moving-digits", "data.img_size=32", "encoder.in_chans=3", "encoder.patch_size=8",
+    "video.num_frames=4", "video.frame_step=2", "video.shuffle_buffer=16", "masks.min_keep=2",
+]
+
+
+def test_tiny_video_run_lowers_the_loss_through_the_same_loop(tmp_path, tiny_moving_digits):
+    cfg = tiny(tmp_path, *VIDEO, f"data.root={tiny_moving_digits}", "train.steps=30", "optim.lr=2e-3",
+               "train.log_every=3", "train.ckpt_every=30")
+    train(cfg)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    first, last = np.mean([r["loss"] for r in records[:3]]), np.mean([r["loss"] for r in records[-3:]])
+    assert last < 0.9 * first
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["encoder"]["patch_embed.proj.weight"].ndim == 5  # a tubelet (Conv3d) encoder
+    assert state["predictor"]["mask_tokens.1"].shape[-1] == 16  # two mask sets, two mask tokens
+
+
+def test_video_probe_reports_per_frame_baseline(tmp_path, tiny_moving_digits):
+    summary = train(tiny(tmp_path, *VIDEO, f"data.root={tiny_moving_digits}", "train.steps=2", "probe.enabled=true",
+                         "probe.epochs=2"))
+    assert {"probe_accuracy", "random_init_probe_accuracy", "per_frame_probe_accuracy"} <= set(summary)
+    assert summary["probe"]["target_encoder"]["test_size"] == 32
