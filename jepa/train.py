@@ -166,12 +166,11 @@ def checkpoint_state(model: JEPA, optimizer: torch.optim.Optimizer, step: int, c
     }
 
 
-def restore(model: JEPA, optimizer: torch.optim.Optimizer, state: dict[str, Any], path: Path) -> int:
-    """Load a training checkpoint into ``model`` and ``optimizer``; returns its step."""
+def restore(model: JEPA, optimizer: torch.optim.Optimizer, state: dict[str, Any], path: Path) -> None:
+    """Load a training checkpoint into ``model`` and ``optimizer``, refusing any mismatch."""
     for part in ("encoder", "target_encoder", "predictor"):
         load_matching(getattr(model, part), state[part], f"{path} [{part}]")
     optimizer.load_state_dict(state["opt"])
-    return int(state["step"])
 
 
 def all_finite(model: torch.nn.Module) -> bool:
@@ -186,14 +185,13 @@ def train_loader(cfg: Config, *, start_batch: int, rank: int, world_size: int) -
             raise ConfigError(f"video clips decode to 3 channels but encoder.in_chans is {cfg.encoder.in_chans}")
         return video_train_loader(cfg, build_masks(cfg), micro_batch=micro, rank=rank, world_size=world_size)
     data = build_image_data(cfg, "train")
-    dataset, mean, std = data.dataset, data.mean, data.std
     views = SeededViews(
-        dataset,
+        data.dataset,
         train_transform(img_size=cfg.data.img_size, crop_scale=cfg.data.crop_scale, crop_ratio=cfg.data.crop_ratio,
-                        hflip=cfg.data.hflip, mean=mean, std=std),
+                        hflip=cfg.data.hflip, mean=data.mean, std=data.std),
         seed=cfg.seed,
     )
-    sampler = StepSampler(len(dataset), micro, seed=cfg.seed, start_batch=start_batch, rank=rank, world_size=world_size)
+    sampler = StepSampler(len(data.dataset), micro, seed=cfg.seed, start_batch=start_batch, rank=rank, world_size=world_size)
     return torch.utils.data.DataLoader(
         views,
         batch_sampler=sampler,
@@ -279,7 +277,7 @@ def _loop(cfg: Config, model, core: JEPA, optimizer, accelerator: Accelerator, l
             micro = [next(batches) for _ in range(accum)]
             skipped += sum(int(b["skipped"]) for b in micro)
             if skipped // cfg.data.warn_every >= warned and skipped > 0 and main:
-                tqdm.write(f"warning: {skipped} unreadable images skipped so far", file=sys.stderr)
+                tqdm.write(f"warning: {skipped} unreadable samples skipped so far", file=sys.stderr)
                 warned = skipped // cfg.data.warn_every + 1
             values = step_values(step, cfg)
             terms = train_step(model, optimizer, micro, accelerator=accelerator, values=values,
@@ -306,7 +304,7 @@ def _loop(cfg: Config, model, core: JEPA, optimizer, accelerator: Accelerator, l
                     step=done, lr=values.lr, weight_decay=values.weight_decay, momentum=values.momentum,
                     target_std=float(feature_std(pooled_targets)), effective_rank=float(effective_rank(pooled_targets)),
                     images_per_s=round(pending * cfg.data.batch_size / (now - interval_start), 1),
-                    skipped_images=skipped,
+                    skipped_samples=skipped,
                 )
                 if main:
                     writer.write(record)

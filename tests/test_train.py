@@ -121,8 +121,8 @@ def test_image_folder_with_corrupt_files_is_skipped_and_counted(tmp_path, capsys
                "data.warn_every=2")
     train(cfg)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert records[-1]["skipped_images"] >= 3  # 6 steps x 16 images cover the 27 files several times
-    assert "unreadable images skipped" in capsys.readouterr().err
+    assert records[-1]["skipped_samples"] >= 3  # 6 steps x 16 images cover the 27 files several times
+    assert "unreadable samples skipped" in capsys.readouterr().err
 
 
 def test_missing_data_path_fails_at_once(tmp_path):
