@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import sys
@@ -33,6 +32,7 @@ from typing import Any, Callable
 import torch
 from accelerate import Accelerator
 
+from benchmarks.report import device_name
 from jepa.build import build_jepa, build_masks, build_optimizer
 from jepa.config import Config, ConfigError, load_config
 from jepa.data.pretrain import MaskCollator
@@ -57,18 +57,6 @@ def make_config(*, model: str, img_size: int, patch_size: int, batch: int, pred_
     ])
     cfg.encoder.arch = model  # any name of VIT_SIZES (checked by the caller and again by build_encoder)
     return cfg
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model} ({torch.get_num_threads()} threads)"
 
 
 def peak_rss_bytes() -> int:

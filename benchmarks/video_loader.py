@@ -19,9 +19,8 @@ workers, ``*_per_worker`` that divided by the workers, ``ratio`` = shards / file
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import platform
+import re
 import statistics
 import sys
 import tarfile
@@ -31,17 +30,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 import torch
-import webdataset as wds
 
+from benchmarks.report import device_name
 from jepa.data.sampling import derive_seed
+from jepa.data.shard_writer import ShardWriter
 from jepa.data.shards import clip_stream, parse_meta, shard_urls
 from jepa.data.video import ClipTransform, available_backend, count_frames, read_clip
+from jepa.data.video_encode import encode_mp4, probe_video
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SMOKE = dict(frames=4, size=32, frame_step=2, clips=8, rounds=1, gen_videos=4, gen_frames=12, gen_size=64)
+PER_SHARD, FPS, CRF = 4, 25.0, 23  # CRF 23: libx264's default
 
 
 @dataclass(frozen=True)
@@ -62,50 +63,30 @@ def synthetic_frames(num_frames: int, size: int, seed: int) -> np.ndarray:
     return frames
 
 
-def encode_video(frames: np.ndarray, *, fps: float) -> bytes:
-    """H.264 (libx264, default settings) mp4 bytes of uint8 frames [T, H, W, 3]."""
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=round(fps))
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-    return buffer.getvalue()
+def sample_meta(*, num_frames: int, fps: float, height: int, width: int, source: str) -> dict[str, Any]:
+    """The shard json of an unlabelled video."""
+    return {"fps": fps, "num_frames": num_frames, "height": height, "width": width, "label": None, "labels": {},
+            "source": source}
 
 
-def sample_json(*, num_frames: int, fps: float, height: int, width: int, source: str) -> bytes:
-    return json.dumps({"fps": fps, "num_frames": num_frames, "height": height, "width": width, "label": None,
-                       "labels": {}, "source": source}).encode()
-
-
-def write_shards(folder: Path, samples: list[tuple[str, bytes, bytes]], *, per_shard: int) -> Path:
-    """``(key, mp4, json)`` samples as ``shard-NNNNNN.tar`` files plus ``manifest.json``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    shards = []
-    for first in range(0, len(samples), per_shard):
-        path = folder / f"shard-{first // per_shard:06d}.tar"
-        chunk = samples[first:first + per_shard]
-        with wds.TarWriter(str(path)) as writer:
-            for key, mp4, meta in chunk:
-                writer.write({"__key__": key, "mp4": mp4, "json": meta})
-        shards.append({"name": path.name, "num_samples": len(chunk), "bytes": path.stat().st_size})
-    (folder / "manifest.json").write_text(json.dumps({"num_samples": len(samples), "shards": shards}))
-    return folder
+def shard_writer(folder: Path) -> ShardWriter:
+    """Shards ``shard-NNNNNN.tar`` of PER_SHARD samples each, plus ``manifest.json``."""
+    return ShardWriter(folder, prefix="shard", max_samples=PER_SHARD, max_bytes=None)
 
 
 def generate(folder: Path, *, videos: int, frames: int, size: int) -> tuple[Path, list[VideoFile]]:
-    """Synthetic videos written both as files and as shards (4 per shard)."""
-    files, samples = [], []
-    for i in range(videos):
-        mp4 = encode_video(synthetic_frames(frames, size, seed=i), fps=25.0)
-        path = folder / "videos" / f"video{i:04d}.mp4"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(mp4)
-        files.append(VideoFile(path, frames))
-        samples.append((path.stem, mp4, sample_json(num_frames=frames, fps=25.0, height=size, width=size,
-                                                    source=path.name)))
-    return write_shards(folder / "shards", samples, per_shard=4), files
+    """Synthetic videos written both as files and as shards."""
+    (folder / "videos").mkdir(parents=True, exist_ok=True)
+    files = []
+    with shard_writer(folder / "shards") as writer:
+        for i in range(videos):
+            mp4 = encode_mp4(synthetic_frames(frames, size, seed=i), FPS, crf=CRF)
+            path = folder / "videos" / f"video{i:04d}.mp4"
+            path.write_bytes(mp4)
+            files.append(VideoFile(path, frames))
+            writer.write(path.stem, mp4, sample_meta(num_frames=frames, fps=FPS, height=size, width=size,
+                                                     source=path.name))
+    return folder / "shards", files
 
 
 def unpack_shards(urls: list[str], folder: Path) -> list[VideoFile]:
@@ -125,14 +106,6 @@ def unpack_shards(urls: list[str], folder: Path) -> list[VideoFile]:
     return out
 
 
-def probe_json(video: VideoFile) -> bytes:
-    """The shard json of a video file: frame count from the decoder, rate and size from the container."""
-    with av.open(str(video.path)) as container:
-        stream = container.streams.video[0]
-        fps, height, width = float(stream.average_rate or 0), stream.height, stream.width
-    return sample_json(num_frames=video.num_frames, fps=fps, height=height, width=width, source=video.path.name)
-
-
 def video_files(folder: Path) -> list[VideoFile]:
     files = [VideoFile(path, count_frames(path)) for path in sorted(folder.glob("*.mp4"))]
     if not files:
@@ -141,10 +114,15 @@ def video_files(folder: Path) -> list[VideoFile]:
 
 
 def pack_videos(folder: Path, out: Path) -> tuple[Path, list[VideoFile]]:
-    """A folder of .mp4 files as shards, frame counts probed with the decoder."""
+    """A folder of .mp4 files as shards: frame counts from the decoder, rate and size from the container."""
     files = video_files(folder)
-    samples = [(f.path.stem, f.path.read_bytes(), probe_json(f)) for f in files]
-    return write_shards(out, samples, per_shard=4), files
+    with shard_writer(out) as writer:
+        for video in files:
+            info = probe_video(video.path)
+            writer.write(re.sub(r"[^A-Za-z0-9_-]", "_", video.path.stem), video.path.read_bytes(),
+                         sample_meta(num_frames=video.num_frames, fps=info["fps"], height=info["height"],
+                                     width=info["width"], source=video.path.name))
+    return out, files
 
 
 class FileClips(torch.utils.data.Dataset):
@@ -178,16 +156,6 @@ def clips_per_s(loader: torch.utils.data.DataLoader, clips: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def cpu_name() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"cpu: {model}"
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shards", help="folder with manifest.json, or a brace pattern of .tar shards")
@@ -215,7 +183,7 @@ def run(args: argparse.Namespace, scratch: Path, *, command: list[str]) -> dict[
                                 else (16, 64, 256))
         print(f"generating {videos} videos of {frames} frames at {size}x{size}", file=sys.stderr)
         shards, files = generate(scratch, videos=videos, frames=frames, size=size)
-        data = f"generated: {videos} videos x {frames} frames at {size}x{size}, libx264, 4 per shard"
+        data = f"generated: {videos} videos x {frames} frames at {size}x{size}, libx264, {PER_SHARD} per shard"
     elif args.videos is None:
         shards, files = args.shards, unpack_shards(shard_urls(args.shards), scratch / "videos")
         data = f"shards {args.shards}, unpacked to files"
@@ -244,7 +212,7 @@ def run(args: argparse.Namespace, scratch: Path, *, command: list[str]) -> dict[
     return {
         "benchmark": "video_loader",
         "command": command,
-        "device": f"{cpu_name()} ({torch.get_num_threads()} threads)",
+        "device": f"cpu: {device_name(torch.device('cpu'))}",
         "torch": torch.__version__,
         "config": {"frames": args.frames, "frame_step": args.frame_step, "size": args.size, "workers": args.workers,
                    "clips": args.clips, "rounds": args.rounds, "videos": len(files), "data": data},
