@@ -108,7 +108,7 @@ def probe_features(
     results = {}
     for name, fn in features.items():
         start = time.perf_counter()
-        kwargs = dict(batch_size=batch_size, device=device, autocast_dtype=autocast_dtype if name != "raw_pixels" else None)
+        kwargs = dict(batch_size=batch_size, device=device, autocast_dtype=autocast_dtype if fn is not raw_pixels else None)
         train_x, train_y = extract(fn, train_set, **kwargs)
         test_x, test_y = extract(fn, test_set, **kwargs)
         result = train_linear_probe(train_x, train_y, test_x, test_y, epochs=epochs, seed=seed)

@@ -338,23 +338,25 @@ def probe_summary(cfg: Config, model: JEPA, device: torch.device, autocast_dtype
     random_encoder = build_encoder(cfg).to(device).eval()
     target = model.target_encoder.eval()
     train_set, test_set = probe_datasets(cfg)
-    baseline = ("per_frame", per_frame_pooled(target)) if is_video(cfg) else ("raw_pixels", raw_pixels)
-    print(f"linear probe on frozen features (target encoder, random-init encoder, {baseline[0]}) ...", flush=True)
+    if is_video(cfg):
+        name, key, features = "per-frame features", "per_frame_probe_accuracy", per_frame_pooled(target)
+    else:
+        name, key, features = "raw pixels", "raw_pixel_probe_accuracy", raw_pixels
+    print(f"linear probe on frozen features (target encoder, random-init encoder, {name}) ...", flush=True)
     results = probe_features(
-        {"target_encoder": pooled(target), "random_init": pooled(random_encoder), baseline[0]: baseline[1]},
+        {"target_encoder": pooled(target), "random_init": pooled(random_encoder), name: features},
         train_set, test_set, batch_size=cfg.probe.batch_size, device=device, epochs=cfg.probe.epochs,
         seed=cfg.seed, autocast_dtype=autocast_dtype,
     )
     summary = {
         "probe_accuracy": results["target_encoder"]["test_accuracy"],
         "random_init_probe_accuracy": results["random_init"]["test_accuracy"],
-        f"{baseline[0]}_probe_accuracy": results[baseline[0]]["test_accuracy"],
+        key: results[name]["test_accuracy"],
         "probe": results,
     }
     print(
         f"linear probe test accuracy: pretrained {summary['probe_accuracy']:.4f} | "
-        f"random init {summary['random_init_probe_accuracy']:.4f} | "
-        f"{baseline[0].replace('_', ' ')} {results[baseline[0]]['test_accuracy']:.4f}",
+        f"random init {summary['random_init_probe_accuracy']:.4f} | {name} {summary[key]:.4f}",
         flush=True,
     )
     return summary
