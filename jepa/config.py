@@ -47,6 +47,7 @@ class VideoConfig:
 
     num_frames: int = 16
     frame_step: int = 4
+    target_fps: float | None = None  # when set, frames are taken at about this rate instead of every frame_step
     tubelet_size: int = 2
     short: Literal["pad", "skip"] = "pad"  # videos shorter than a clip: repeat the last frame, or skip them
     shuffle_buffer: int = 256

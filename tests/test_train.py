@@ -190,3 +190,16 @@ def test_video_probe_reports_per_frame_baseline(tmp_path, tiny_moving_digits):
                          "probe.epochs=2"))
     assert {"probe_accuracy", "random_init_probe_accuracy", "per_frame_probe_accuracy"} <= set(summary)
     assert summary["probe"]["target_encoder"]["test_size"] == 32
+
+
+def test_video_target_fps_spaces_frames_by_rate(tmp_path, tiny_moving_digits):
+    from jepa.data.video_data import LabelledClips
+
+    def first_clip(*extra):
+        cfg = tiny(tmp_path, *VIDEO, f"data.root={tiny_moving_digits}", *extra)
+        return next(iter(LabelledClips(cfg, "test", limit=1)))[0]
+
+    by_rate = first_clip("video.target_fps=4.0")  # moving digits are 8 fps: every 2nd frame
+    assert by_rate.shape == (3, 4, 32, 32)
+    torch.testing.assert_close(by_rate, first_clip("video.frame_step=2"))
+    assert not torch.allclose(by_rate, first_clip("video.frame_step=1"))

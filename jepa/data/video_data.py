@@ -79,6 +79,13 @@ class VideoMaskCollator:
         }
 
 
+def _spacing(cfg: Config) -> dict[str, Any]:
+    """How clip frames are spaced: a target fps when configured, else every ``video.frame_step`` frames."""
+    if cfg.video.target_fps is not None:
+        return {"target_fps": cfg.video.target_fps}
+    return {"frame_step": cfg.video.frame_step}
+
+
 def video_train_loader(
     cfg: Config, mask_generator: MaskGenerator, *, micro_batch: int, rank: int, world_size: int
 ) -> torch.utils.data.DataLoader:
@@ -87,7 +94,7 @@ def video_train_loader(
     transform = ClipTransform(size=cfg.data.img_size, mean=VIDEO_MEAN, std=VIDEO_STD, scale=cfg.data.crop_scale,
                               ratio=cfg.data.crop_ratio, hflip=cfg.data.hflip)
     stream = clip_stream(
-        split_urls(cfg, "train"), clip_len=v.num_frames, frame_step=v.frame_step, transform=transform, short=v.short,
+        split_urls(cfg, "train"), clip_len=v.num_frames, **_spacing(cfg), transform=transform, short=v.short,
         shuffle_buffer=v.shuffle_buffer, resampled=True, seed=cfg.seed, rank=rank, world_size=world_size,
     )
     return torch.utils.data.DataLoader(
@@ -103,7 +110,7 @@ class LabelledClips(torch.utils.data.IterableDataset):
     def __init__(self, cfg: Config, split: str, limit: int | None = None) -> None:
         v = cfg.video
         self.stream = clip_stream(
-            split_urls(cfg, split), clip_len=v.num_frames, frame_step=v.frame_step, short=v.short,
+            split_urls(cfg, split), clip_len=v.num_frames, **_spacing(cfg), short=v.short,
             transform=EvalClipTransform(size=cfg.data.img_size, mean=VIDEO_MEAN, std=VIDEO_STD),
             rank=0, world_size=1,
         )
