@@ -110,7 +110,7 @@ class OptimConfig:
     warmup_steps: int = 60
     weight_decay: tuple[float, float] = (0.04, 0.4)
     betas: tuple[float, float] = (0.9, 0.999)
-    ema: tuple[float, float] = (0.996, 1.0)
+    ema: tuple[float, float] = (0.998, 1.0)
     grad_clip: float | None = None
     accum_steps: int = 1
 
