@@ -37,6 +37,7 @@ class Payload:
         return (print, ("this would run on load",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_arbitrary_pickled_objects_are_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"encoder": {}, "payload": Payload()}, path)
