@@ -49,11 +49,12 @@ SMOKE_OVERRIDES = ("encoder.depth=2",)
 
 def make_config(*, model: str, img_size: int, patch_size: int, batch: int, pred_width: int, pred_depth: int,
                 pred_heads: int, total_steps: int, precision: str, extra: tuple[str, ...] = ()) -> Config:
-    """The run configuration (defaults everywhere else: reference masks, loss and optimizer)."""
+    """The run configuration: the named ViT size, reference masks, plain I-JEPA loss (no VICReg terms)."""
     cfg = load_config(None, [
         "encoder.in_chans=3", f"encoder.patch_size={patch_size}", f"data.img_size={img_size}",
         f"data.batch_size={batch}", f"predictor.embed_dim={pred_width}", f"predictor.depth={pred_depth}",
-        f"predictor.num_heads={pred_heads}", f"train.steps={total_steps}", f"train.precision={precision}", *extra,
+        f"predictor.num_heads={pred_heads}", f"train.steps={total_steps}", f"train.precision={precision}",
+        "encoder.depth=null", "loss.var_coeff=0", "loss.cov_coeff=0", *extra,
     ])
     cfg.encoder.arch = model  # any name of VIT_SIZES (checked by the caller and again by build_encoder)
     return cfg

@@ -1,8 +1,11 @@
 from pathlib import Path
 
 import pytest
+import torch
 
+from jepa.build import build_encoder
 from jepa.config import Config, ConfigError, load_config, parse_override, to_dict, from_dict
+from jepa.models.vit import VIT_SIZES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,3 +84,18 @@ def test_video_recipes_load_with_reference_hyper_parameters(name):
 def test_video_default_loads():
     cfg = load_config(ROOT / "configs/vjepa/default.yaml")
     assert cfg.data.source == "moving-digits" and cfg.video.num_frames % cfg.video.tubelet_size == 0
+
+
+@pytest.mark.parametrize("path, arch, patch", [
+    ("ijepa/vit_b16_imagenet.yaml", "vit_base", 16), ("ijepa/vit_h14_imagenet.yaml", "vit_huge", 14),
+    ("vjepa/vit_l16.yaml", "vit_large", 16), ("vjepa/vit_h16.yaml", "vit_huge", 16),
+])
+def test_recipes_build_the_reference_architecture(path, arch, patch):
+    """The dataclass defaults are the small CPU run, so a recipe must not inherit its sizes."""
+    cfg = load_config(ROOT / "configs" / path)
+    assert cfg.encoder.arch == arch and cfg.encoder.patch_size == patch
+    assert cfg.loss.var_coeff == 0 and cfg.loss.cov_coeff == 0
+    with torch.device("meta"):
+        encoder = build_encoder(cfg)
+    size = VIT_SIZES[arch]
+    assert (encoder.embed_dim, len(encoder.blocks), encoder.num_heads) == (size.embed_dim, size.depth, size.num_heads)

@@ -76,3 +76,16 @@ def test_timed_step_trains_encoder_and_moves_target_towards_it() -> None:
         torch.testing.assert_close(new_target, momentum * target + (1 - momentum) * new_encoder)
         assert (new_target - new_encoder).norm() < (target - new_encoder).norm()
         assert bench.core.target_encoder.blocks[0].attn.qkv.weight.grad is None  # targets get no gradient
+
+
+def test_benchmark_config_is_the_reference_step_not_the_cpu_default():
+    import torch
+
+    from jepa.build import build_encoder
+
+    cfg = make_config(model="vit_tiny", img_size=224, patch_size=16, batch=16, pred_width=384, pred_depth=12,
+                      pred_heads=12, total_steps=10, precision="fp32")
+    with torch.device("meta"):
+        encoder = build_encoder(cfg)
+    assert len(encoder.blocks) == 12 and encoder.embed_dim == 192
+    assert cfg.loss.var_coeff == 0 and cfg.loss.cov_coeff == 0 and cfg.masks.num_targets == 4
