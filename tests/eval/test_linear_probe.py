@@ -35,3 +35,19 @@ def test_missing_or_foreign_checkpoint_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--checkpoint", str(tmp_path / "other.pt")])
     assert "not a jepa training checkpoint" in capsys.readouterr().err
+
+
+def test_probes_a_video_checkpoint_on_its_shards(tmp_path, capsys):
+    from jepa.data.moving_digits import generate
+
+    generate(tmp_path / "clips", num_train=32, num_val=16, frames=8, progress=False)
+    train(load_config(None, [
+        *TINY, f"run_dir={tmp_path / 'run'}", "data.source=moving-digits", f"data.root={tmp_path / 'clips'}",
+        "data.img_size=32", "encoder.in_chans=3", "encoder.patch_size=8", "video.num_frames=4",
+        "video.frame_step=2", "masks.min_keep=2",
+    ]))
+    capsys.readouterr()
+    assert main(["--checkpoint", str(tmp_path / "run" / "checkpoint.pt"), "--data", "moving-digits", "--epochs", "2"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["data"] == "moving-digits" and record["train_size"] == 32 and record["test_size"] == 16
+    assert 0.0 <= record["test_accuracy"] <= 1.0
