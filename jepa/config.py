@@ -134,6 +134,9 @@ class ProbeConfig:
     train_size: int | None = 20000  # images of the train split the probe trains on (None: all)
     epochs: int = 30
     batch_size: int = 512  # feature-extraction batch
+    monitor_every: int = 0  # k-NN score of the target encoder every N steps during training (0: off)
+    monitor_size: int = 2000  # train images it fits on (half as many more, also from train, are scored)
+    monitor_k: int = 20
 
 
 @dataclass

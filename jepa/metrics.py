@@ -58,17 +58,20 @@ def plot_curves(records: list[dict[str, Any]], png: Path) -> None:
 
     if not records:
         return
-    steps = [r["step"] for r in records]
     panels = [
         ("loss", [k for k in ("loss", "pred_loss", "var_loss", "cov_loss") if k in records[0]], "log"),
         ("target feature std", ["target_std"], "linear"),
         ("effective rank (RankMe)", ["effective_rank"], "linear"),
         ("learning rate", ["lr"], "linear"),
     ]
+    if any("monitor_knn_top1" in r for r in records):
+        panels.insert(3, ("online k-NN top-1 (train split)", ["monitor_knn_top1"], "linear"))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
     for ax, (title, keys, scale) in zip(axes, panels):
         for key in keys:
-            ax.plot(steps, [r.get(key, float("nan")) for r in records], label=key)
+            logged = [r for r in records if key in r]  # e.g. the monitor logs only every monitor_every steps
+            ax.plot([r["step"] for r in logged], [r[key] for r in logged], marker="." if len(logged) < 30 else None,
+                    label=key)
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.set_yscale(scale)

@@ -32,6 +32,7 @@ from jepa.losses import effective_rank, feature_std
 from jepa.masks import MaskSet
 from jepa.metrics import MetricsWriter, plot_curves, read_metrics
 from jepa.models.jepa import JEPA
+from jepa.monitor import KnnMonitor
 
 
 class TrainingStopped(RuntimeError):
@@ -242,10 +243,13 @@ def train(cfg: Config) -> dict[str, Any]:
         kept = [r for r in read_metrics(metrics_path) if r["step"] <= start_step]
         metrics_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
     writer = MetricsWriter(run_dir, cfg.wandb, to_dict(cfg)) if main else None
+    monitor = KnnMonitor(cfg, device=accelerator.device, autocast_dtype=autocast_dtype) if (
+        main and cfg.probe.monitor_every) else None
     trained = start_step < total
     try:
         if trained:
-            _loop(cfg, model, core, optimizer, accelerator, loader, start_step, autocast_dtype, writer, ckpt_path)
+            _loop(cfg, model, core, optimizer, accelerator, loader, start_step, autocast_dtype, writer, ckpt_path,
+                  monitor)
         elif main:
             print(f"{ckpt_path} is already at step {start_step} >= train.steps {total}; nothing to train", flush=True)
     finally:
@@ -263,7 +267,7 @@ def train(cfg: Config) -> dict[str, Any]:
 
 
 def _loop(cfg: Config, model, core: JEPA, optimizer, accelerator: Accelerator, loader, start_step: int,
-          autocast_dtype, writer: MetricsWriter | None, ckpt_path: Path) -> None:
+          autocast_dtype, writer: MetricsWriter | None, ckpt_path: Path, monitor: KnnMonitor | None) -> None:
     """Steps ``start_step`` .. ``train.steps``: log every N, checkpoint every M and on a stop signal."""
     total, accum = cfg.train.steps, cfg.optim.accum_steps
     batches = iter(loader)
@@ -287,7 +291,8 @@ def _loop(cfg: Config, model, core: JEPA, optimizer, accelerator: Accelerator, l
                 sums[key] = sums.get(key, 0.0) + value
             pending += 1
             done = step + 1
-            log_now = done % cfg.train.log_every == 0 or done == total
+            monitor_now = monitor is not None and done % cfg.probe.monitor_every == 0
+            log_now = done % cfg.train.log_every == 0 or done == total or monitor_now
             save_now = done % cfg.train.ckpt_every == 0 or done == total or stop["signal"] is not None
             if log_now or save_now:
                 keys = sorted(sums)
@@ -306,6 +311,8 @@ def _loop(cfg: Config, model, core: JEPA, optimizer, accelerator: Accelerator, l
                     images_per_s=round(pending * cfg.data.batch_size / (now - interval_start), 1),
                     skipped_samples=skipped,
                 )
+                if monitor_now:
+                    record["monitor_knn_top1"] = monitor(core.target_encoder)
                 if main:
                     writer.write(record)
                     bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{values.lr:.2e}",
