@@ -51,3 +51,20 @@ def test_probes_a_video_checkpoint_on_its_shards(tmp_path, capsys):
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["data"] == "moving-digits" and record["train_size"] == 32 and record["test_size"] == 16
     assert 0.0 <= record["test_accuracy"] <= 1.0
+
+
+def test_linear_and_knn_probes_share_cached_features_and_cached_equals_uncached(tmp_path, capsys):
+    from eval.knn import main as knn_main
+
+    train(load_config(None, [*TINY, f"run_dir={tmp_path}"]))
+    checkpoint = str(tmp_path / "checkpoint.pt")
+    common = ["--checkpoint", checkpoint, "--train-size", "600", "--epochs", "3"]
+    capsys.readouterr()
+    main(common)
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    main(common)
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert first["cache"] == {"train": "miss", "test": "miss"} and again["cache"] == {"train": "hit", "test": "hit"}
+    assert again["test_accuracy"] == first["test_accuracy"] and again["grid"] == first["grid"]
+    knn_main(["--checkpoint", checkpoint, "--train-size", "600"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["cache"] == {"train": "hit", "test": "hit"}
