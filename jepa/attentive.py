@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from jepa.models.probes import AttentiveClassifier
-from jepa.probe import _check_grid, _check_labels, _check_positive_int
+from jepa.probe import _check_grid, _check_positive_int, resolve_classes, validation_split
 
 __all__ = ["AttentiveProbeResult", "all_tokens", "fit_attentive_classifier", "train_attentive_probe"]
 
@@ -127,20 +127,9 @@ def train_attentive_probe(
     if train_tokens.shape[-1] != test_tokens.shape[-1]:
         raise ValueError(f"train_tokens have dim {train_tokens.shape[-1]} but test_tokens have "
                          f"{test_tokens.shape[-1]}")
-    train_max = _check_labels("train_y", train_y, len(train_tokens))
-    test_max = _check_labels("test_y", test_y, len(test_tokens))
     if len({train_tokens.device, train_y.device, test_tokens.device, test_y.device}) != 1:
         raise ValueError("train_tokens, train_y, test_tokens and test_y must be on the same device")
-    if num_classes is None:
-        classes, origin = train_max + 1, "inferred from train_y"
-    else:
-        _check_positive_int("num_classes", num_classes)
-        classes, origin = num_classes, "given"
-    if classes < 2:
-        raise ValueError(f"need at least 2 classes, got num_classes={classes} ({origin})")
-    for name, high in (("train_y", train_max), ("test_y", test_max)):
-        if high >= classes:
-            raise ValueError(f"{name} has label {high}, out of range for num_classes={classes} ({origin})")
+    classes = resolve_classes(train_y, test_y, len(train_tokens), len(test_tokens), num_classes)
     for name, value in (("num_heads", num_heads), ("epochs", epochs), ("batch_size", batch_size)):
         _check_positive_int(name, value)
     if train_tokens.shape[-1] % num_heads:
@@ -161,12 +150,8 @@ def train_attentive_probe(
         (lr, wd), val_accuracy = pairs[0], None
         grid: list[dict] = [{"lr": lr, "weight_decay": wd, "val_accuracy": None, "val_loss": None}]
     else:
-        n_val = round(val_fraction * len(train_tokens))
-        if not 1 <= n_val < len(train_tokens):
-            raise ValueError(f"val_fraction={val_fraction} of {len(train_tokens)} training rows leaves "
-                             f"{n_val} for validation; need at least one row on each side")
-        perm = torch.randperm(len(train_tokens), generator=torch.Generator().manual_seed(seed))
-        val_idx, fit_idx = perm[:n_val].to(train_tokens.device), perm[n_val:].to(train_tokens.device)
+        val_idx, fit_idx = validation_split(len(train_tokens), val_fraction=val_fraction, seed=seed,
+                                            device=train_tokens.device)
         grid = []
         for lr, wd in pairs:
             model = fit_attentive_classifier(train_tokens[fit_idx], train_y[fit_idx], lr=lr, weight_decay=wd, **fit)

@@ -233,6 +233,34 @@ def _check_grid(lrs: Sequence[float], weight_decays: Sequence[float]) -> None:
         raise ValueError(f"every weight decay must be finite and >= 0, got {list(weight_decays)}")
 
 
+
+def resolve_classes(train_y: Tensor, test_y: Tensor, n_train: int, n_test: int, num_classes: int | None) -> int:
+    """The class count (given, or inferred from train_y), with every label checked against it."""
+    train_max = _check_labels("train_y", train_y, n_train)
+    test_max = _check_labels("test_y", test_y, n_test)
+    if num_classes is None:
+        classes, origin = train_max + 1, "inferred from train_y"
+    else:
+        _check_positive_int("num_classes", num_classes)
+        classes, origin = num_classes, "given"
+    if classes < 2:
+        raise ValueError(f"need at least 2 classes, got num_classes={classes} ({origin})")
+    for name, high in (("train_y", train_max), ("test_y", test_max)):
+        if high >= classes:
+            raise ValueError(f"{name} has label {high}, out of range for num_classes={classes} "
+                             f"({origin})")
+    return classes
+
+
+def validation_split(n: int, *, val_fraction: float, seed: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Seeded (val_idx, fit_idx) over n training rows: selection happens inside the training data."""
+    n_val = round(val_fraction * n)
+    if not 1 <= n_val < n:
+        raise ValueError(f"val_fraction={val_fraction} of {n} training rows leaves "
+                         f"{n_val} for validation; need at least one row on each side")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[:n_val].to(device), perm[n_val:].to(device)
+
 def train_linear_probe(
     train_x: Tensor,
     train_y: Tensor,
@@ -264,21 +292,9 @@ def train_linear_probe(
     if train_x.shape[1] != test_x.shape[1]:
         raise ValueError(f"train_x has {train_x.shape[1]} features but test_x has "
                          f"{test_x.shape[1]}")
-    train_max = _check_labels("train_y", train_y, len(train_x))
-    test_max = _check_labels("test_y", test_y, len(test_x))
     if len({train_x.device, train_y.device, test_x.device, test_y.device}) != 1:
         raise ValueError("train_x, train_y, test_x and test_y must be on the same device")
-    if num_classes is None:
-        classes, origin = train_max + 1, "inferred from train_y"
-    else:
-        _check_positive_int("num_classes", num_classes)
-        classes, origin = num_classes, "given"
-    if classes < 2:
-        raise ValueError(f"need at least 2 classes, got num_classes={classes} ({origin})")
-    for name, high in (("train_y", train_max), ("test_y", test_max)):
-        if high >= classes:
-            raise ValueError(f"{name} has label {high}, out of range for num_classes={classes} "
-                             f"({origin})")
+    classes = resolve_classes(train_y, test_y, len(train_x), len(test_x), num_classes)
     _check_positive_int("epochs", epochs)
     _check_positive_int("batch_size", batch_size)
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -294,12 +310,7 @@ def train_linear_probe(
         (lr, wd), val_accuracy = pairs[0], None
         grid: list[dict] = [{"lr": lr, "weight_decay": wd, "val_accuracy": None, "val_loss": None}]
     else:
-        n_val = round(val_fraction * len(train_x))
-        if not 1 <= n_val < len(train_x):
-            raise ValueError(f"val_fraction={val_fraction} of {len(train_x)} training rows leaves "
-                             f"{n_val} for validation; need at least one row on each side")
-        perm = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed))
-        val_idx, fit_idx = perm[:n_val].to(train_x.device), perm[n_val:].to(train_x.device)
+        val_idx, fit_idx = validation_split(len(train_x), val_fraction=val_fraction, seed=seed, device=train_x.device)
         mean, scale = _standardizer(train_x[fit_idx], _STD_EPS)
         fit_x, val_x = (_apply_standardizer(train_x[idx], mean, scale, torch.float32)
                         for idx in (fit_idx, val_idx))
