@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from jepa.models.probes import AttentiveClassifier
-from jepa.probe import _check_grid, _check_positive_int, resolve_classes, validation_split
+from jepa.probe import _check_positive_int, best_index, resolve_classes, selection_grid, validation_split
 
 __all__ = ["AttentiveProbeResult", "all_tokens", "fit_attentive_classifier", "train_attentive_probe"]
 
@@ -136,12 +136,7 @@ def train_attentive_probe(
         raise ValueError(f"token dim {train_tokens.shape[-1]} must be divisible by num_heads={num_heads}")
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
         raise ValueError(f"depth must be an int >= 0, got {depth!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int, got {seed!r}")
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
-    _check_grid(lrs, weight_decays)
-    pairs = [(float(lr), float(wd)) for lr in lrs for wd in weight_decays]
+    pairs = selection_grid(lrs, weight_decays, seed=seed, val_fraction=val_fraction)
     fit = dict(num_classes=classes, num_heads=num_heads, depth=depth, epochs=epochs,
                batch_size=batch_size, seed=seed)
     train_y = train_y.long()
@@ -157,7 +152,7 @@ def train_attentive_probe(
             model = fit_attentive_classifier(train_tokens[fit_idx], train_y[fit_idx], lr=lr, weight_decay=wd, **fit)
             acc, loss = _scores(model, train_tokens[val_idx], train_y[val_idx])
             grid.append({"lr": lr, "weight_decay": wd, "val_accuracy": acc, "val_loss": loss})
-        best = max(range(len(pairs)), key=lambda h: (grid[h]["val_accuracy"], -grid[h]["val_loss"], -h))
+        best = best_index(grid)
         (lr, wd), val_accuracy = pairs[best], grid[best]["val_accuracy"]
 
     model = fit_attentive_classifier(train_tokens, train_y, lr=lr, weight_decay=wd, **fit)

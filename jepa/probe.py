@@ -252,6 +252,23 @@ def resolve_classes(train_y: Tensor, test_y: Tensor, n_train: int, n_test: int, 
     return classes
 
 
+
+def selection_grid(
+    lrs: Sequence[float], weight_decays: Sequence[float], *, seed: int, val_fraction: float
+) -> list[tuple[float, float]]:
+    """The checked (lr, wd) pairs of ``lrs x weight_decays``, with the selection settings validated."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    _check_grid(lrs, weight_decays)
+    return [(float(lr), float(wd)) for lr in lrs for wd in weight_decays]
+
+
+def best_index(grid: list[dict]) -> int:
+    """The selection rule every probe shares: best val accuracy, ties to the lower val loss, then the earlier pair."""
+    return max(range(len(grid)), key=lambda h: (grid[h]["val_accuracy"], -grid[h]["val_loss"], -h))
+
 def validation_split(n: int, *, val_fraction: float, seed: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """Seeded (val_idx, fit_idx) over n training rows: selection happens inside the training data."""
     n_val = round(val_fraction * n)
@@ -260,6 +277,7 @@ def validation_split(n: int, *, val_fraction: float, seed: int, device: torch.de
                          f"{n_val} for validation; need at least one row on each side")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[:n_val].to(device), perm[n_val:].to(device)
+
 
 def train_linear_probe(
     train_x: Tensor,
@@ -297,12 +315,7 @@ def train_linear_probe(
     classes = resolve_classes(train_y, test_y, len(train_x), len(test_x), num_classes)
     _check_positive_int("epochs", epochs)
     _check_positive_int("batch_size", batch_size)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int, got {seed!r}")
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
-    _check_grid(lrs, weight_decays)
-    pairs = [(float(lr), float(wd)) for lr in lrs for wd in weight_decays]
+    pairs = selection_grid(lrs, weight_decays, seed=seed, val_fraction=val_fraction)
     fit_kwargs = dict(num_classes=classes, epochs=epochs, batch_size=batch_size, seed=seed)
     train_y = train_y.long()
 
@@ -319,7 +332,7 @@ def train_linear_probe(
         accs, losses = (t.tolist() for t in _head_scores(val_x, train_y[val_idx], weight, bias))
         grid = [{"lr": lr, "weight_decay": wd, "val_accuracy": acc, "val_loss": loss}
                 for (lr, wd), acc, loss in zip(pairs, accs, losses)]
-        best = max(range(len(pairs)), key=lambda h: (accs[h], -losses[h], -h))
+        best = best_index(grid)
         (lr, wd), val_accuracy = pairs[best], accs[best]
 
     mean, scale = _standardizer(train_x, _STD_EPS)
