@@ -277,6 +277,7 @@ def validate(cfg: Config) -> None:
         (0 < cfg.data.crop_scale[0] <= cfg.data.crop_scale[1] <= 1, "data.crop_scale must satisfy 0 < lo <= hi <= 1"),
         (cfg.video.num_frames % cfg.video.tubelet_size == 0, "video.num_frames must be a multiple of video.tubelet_size"),
         (cfg.video.frame_step >= 1, "video.frame_step must be >= 1"),
+        (cfg.probe.monitor_every >= 0, "probe.monitor_every must be >= 0 (0 turns the monitor off)"),
         (cfg.optim.warmup_steps >= 0, "optim.warmup_steps must be >= 0"),
         (cfg.loss.var_coeff >= 0 and cfg.loss.cov_coeff >= 0, "loss coefficients must be >= 0"),
     ]

@@ -291,7 +291,8 @@ def _loop(cfg: Config, model, core: JEPA, optimizer, accelerator: Accelerator, l
                 sums[key] = sums.get(key, 0.0) + value
             pending += 1
             done = step + 1
-            monitor_now = monitor is not None and done % cfg.probe.monitor_every == 0
+            # decided identically on every rank: a log step runs a collective reduce; only rank 0 scores
+            monitor_now = cfg.probe.monitor_every > 0 and done % cfg.probe.monitor_every == 0
             log_now = done % cfg.train.log_every == 0 or done == total or monitor_now
             save_now = done % cfg.train.ckpt_every == 0 or done == total or stop["signal"] is not None
             if log_now or save_now:
@@ -311,7 +312,7 @@ def _loop(cfg: Config, model, core: JEPA, optimizer, accelerator: Accelerator, l
                     images_per_s=round(pending * cfg.data.batch_size / (now - interval_start), 1),
                     skipped_samples=skipped,
                 )
-                if monitor_now:
+                if monitor_now and monitor is not None:
                     record["monitor_knn_top1"] = monitor(core.target_encoder)
                 if main:
                     writer.write(record)

@@ -54,6 +54,7 @@ def test_overrides_are_typed():
         ("masks.target_scale=[0.1]", "list of 2"),
         ("train.steps=0", "train.steps must be >= 1"),
         ("data.img_size=30", "multiple of encoder.patch_size"),
+        ("probe.monitor_every=-1", "probe.monitor_every must be >= 0"),
         ("optim", "key=value"),
         ("train=3", "expected a section"),
     ],
