@@ -38,6 +38,7 @@ from jepa.config import Config, ConfigError, load_config
 from jepa.data.pretrain import MaskCollator
 from jepa.models.jepa import JEPA
 from jepa.models.vit import VIT_SIZES
+from jepa.perf import apply_perf
 from jepa.train import resolve_precision, step_values, train_step
 
 # --smoke: vit_tiny cut to 2 blocks on a 32 px image with 4 px patches (an 8x8 grid, on
@@ -95,6 +96,7 @@ def build_bench(cfg: Config) -> Bench:
     torch.manual_seed(cfg.seed)
     model = build_jepa(cfg)
     optimizer = build_optimizer(model, cfg)
+    apply_perf(model, cfg.perf, accelerator.device)
     model, optimizer = accelerator.prepare(model, optimizer)
     side = cfg.data.img_size
     images = torch.randn(cfg.data.batch_size, cfg.encoder.in_chans, side, side)

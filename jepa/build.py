@@ -16,7 +16,7 @@ from jepa.data.video_data import is_video_source
 from jepa.masks import BlockSpec, MaskGenerator, MultiBlock3DMasks, MultiBlockMasks, RandomTubeMasks
 from jepa.models.jepa import JEPA
 from jepa.models.pos_embed import sincos_2d, sincos_3d
-from jepa.models.predictor import Predictor
+from jepa.models.predictor import Predictor, SharedContextPredictor
 from jepa.models.vit import VisionTransformer, resolve_size, vit_2d, vit_3d
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -47,7 +47,8 @@ def build_jepa(cfg: Config) -> JEPA:
     encoder = build_encoder(cfg)
     p = cfg.predictor
     grid = grid_size(cfg)
-    predictor = Predictor(
+    predictor_class = SharedContextPredictor if p.shared_context else Predictor
+    predictor = predictor_class(
         encoder_dim=encoder.embed_dim,
         pos_embed=sincos_3d(p.embed_dim, grid) if len(grid) == 3 else sincos_2d(p.embed_dim, grid),
         embed_dim=p.embed_dim,
@@ -85,7 +86,10 @@ def build_masks(cfg: Config) -> MaskGenerator:
 
 
 def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.AdamW:
-    """AdamW with two groups: weight decay on matrices and kernels, none on biases and 1-D parameters."""
+    """AdamW with two groups: weight decay on matrices and kernels, none on biases and 1-D parameters.
+
+    ``perf.fused_optimizer`` picks the fused kernel (one pass over all parameters) over foreach.
+    """
     decay, no_decay = [], []
     for _, param in sorted(model.named_parameters()):
         if param.requires_grad:
@@ -94,7 +98,8 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.AdamW:
         {"params": decay, "weight_decay": cfg.optim.weight_decay[0], "apply_wd": True},
         {"params": no_decay, "weight_decay": 0.0, "apply_wd": False},
     ]
-    return torch.optim.AdamW(groups, lr=cfg.optim.start_lr, betas=cfg.optim.betas)
+    fused = cfg.perf.fused_optimizer
+    return torch.optim.AdamW(groups, lr=cfg.optim.start_lr, betas=cfg.optim.betas, fused=fused, foreach=not fused)
 
 
 @dataclass(frozen=True)

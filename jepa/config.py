@@ -77,6 +77,9 @@ class PredictorConfig:
     embed_dim: int = 96
     depth: int = 4
     num_heads: int = 4
+    # one pass per sample with every target block behind the context (SharedContextPredictor), instead of
+    # the reference's pass per block; see README "Performance"
+    shared_context: bool = False
 
 
 @dataclass
@@ -127,6 +130,18 @@ class TrainConfig:
 
 
 @dataclass
+class PerfConfig:
+    """Speed switches that leave the model's function unchanged (measured: README "Performance")."""
+
+    # attention kernel: "fused" = F.scaled_dot_product_attention (flash / memory-efficient on GPU),
+    # "math" = explicit softmax(QK^T)V, faster on CPU for the short sequences JEPA runs; "auto" picks by device
+    attention: Literal["auto", "fused", "math"] = "auto"
+    fused_optimizer: bool = True  # AdamW's fused kernel (one kernel for all parameters) instead of foreach
+    compile: bool = False  # torch.compile the encoder and predictor (dynamic shapes: mask sizes vary per step)
+    activation_checkpointing: bool = False  # recompute block activations in backward: less memory, more time
+
+
+@dataclass
 class ProbeConfig:
     """Linear probe run at the end of training on frozen target-encoder features."""
 
@@ -162,6 +177,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    perf: PerfConfig = field(default_factory=PerfConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
 

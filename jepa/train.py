@@ -33,6 +33,7 @@ from jepa.masks import MaskSet
 from jepa.metrics import MetricsWriter, plot_curves, read_metrics
 from jepa.models.jepa import JEPA
 from jepa.monitor import KnnMonitor
+from jepa.perf import apply_perf
 
 
 class TrainingStopped(RuntimeError):
@@ -234,6 +235,7 @@ def train(cfg: Config) -> dict[str, Any]:
         restore(model, optimizer, state, ckpt_path)
         if main:
             print(f"resuming from {ckpt_path} at step {start_step}", flush=True)
+    apply_perf(model, cfg.perf, accelerator.device)
     model, optimizer = accelerator.prepare(model, optimizer)
     core: JEPA = accelerator.unwrap_model(model)
 

@@ -55,3 +55,38 @@ class Predictor(nn.Module):
             x = block(x)
         out = self.predictor_proj(self.predictor_norm(x[:, -k:]))
         return out.reshape(b, m, k, -1)
+
+
+class SharedContextPredictor(Predictor):
+    """The predictor in one pass per sample: the context once, followed by every target block's mask tokens.
+
+    An attention mask lets the context attend only to itself and each block's
+    mask tokens only to the context and their own block, so a block's prediction
+    depends on the same inputs as in :class:`Predictor` (context and its own
+    positions) while the context tokens are computed once instead of M times.
+    It is a different function from :class:`Predictor`, not a re-ordering of it:
+    there the context also attends to the block's mask tokens. The weights are
+    the same, so checkpoints move freely between the two.
+    """
+
+    def forward(
+        self, context: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor, mask_index: int = 0
+    ) -> torch.Tensor:
+        """context [B, Nc, D], context_idx [B, Nc], target_idx [B, M, K] -> predictions [B, M, K, D]."""
+        b, m, k = target_idx.shape
+        nc = context_idx.shape[1]
+        pos = self.predictor_pos_embed.expand(b, -1, -1)
+        x = self.predictor_embed(context) + gather_tokens(pos, context_idx)
+        queries = self.mask_tokens[mask_index] + gather_tokens(pos, target_idx.reshape(b, m * k))
+        x = torch.cat([x, queries], dim=1)
+        allowed = shared_context_mask(nc, m, k, device=x.device)
+        for block in self.predictor_blocks:
+            x = block(x, attn_mask=allowed)
+        out = self.predictor_proj(self.predictor_norm(x[:, nc:]))
+        return out.reshape(b, m, k, -1)
+
+
+def shared_context_mask(nc: int, m: int, k: int, *, device: torch.device) -> torch.Tensor:
+    """Boolean attention mask [L, L] (L = nc + m*k, True = may attend): context -> context; block j -> context + block j."""
+    group = torch.cat([torch.full((nc,), -1, device=device), torch.arange(m, device=device).repeat_interleave(k)])
+    return (group[None, :] == -1) | (group[:, None] == group[None, :])

@@ -1,0 +1,63 @@
+"""Speed switches applied to a built model: attention kernel, activation checkpointing, compilation.
+
+Each one leaves the function the model computes unchanged (up to floating-point
+reordering), which tests check; which ones pay off depends on the device, so
+the choice is a config value (``perf``) and README "Performance" gives the
+measurements behind the defaults.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.distributed._composable import checkpoint
+
+from jepa.config import PerfConfig
+
+
+def fused_attention_for(choice: str, device: torch.device) -> bool:
+    """Whether attention should run as fused SDPA: 'auto' means yes on GPU, no on CPU.
+
+    On CPU the flash kernel's backward is slower than plain matmul + softmax at
+    the sequence lengths JEPA uses (a few hundred tokens): measured 2x on the
+    ViT-Tiny reference step in bf16 (README "Performance").
+    """
+    if choice not in ("auto", "fused", "math"):
+        raise ValueError(f"attention must be 'auto', 'fused' or 'math', got {choice!r}")
+    return device.type == "cuda" if choice == "auto" else choice == "fused"
+
+
+def set_fused_attention(model: nn.Module, fused: bool) -> int:
+    """Switch every timm attention layer in ``model`` to fused SDPA or explicit math; returns how many."""
+    layers = [m for m in model.modules() if hasattr(m, "fused_attn")]
+    for layer in layers:
+        layer.fused_attn = fused
+    return len(layers)
+
+
+def block_lists(model: nn.Module) -> list[nn.ModuleList]:
+    """The transformer block lists of a JEPA-style model (encoder ``blocks``, predictor ``predictor_blocks``)."""
+    return [m for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and name.split(".")[-1]
+            in ("blocks", "predictor_blocks")]
+
+
+def checkpoint_activations(model: nn.Module) -> int:
+    """Recompute each block's activations in backward instead of storing them; parameter names are unchanged."""
+    count = 0
+    for blocks in block_lists(model):
+        for block in blocks:
+            checkpoint(block)
+            count += 1
+    return count
+
+
+def apply_perf(model: nn.Module, perf: PerfConfig, device: torch.device) -> None:
+    """Apply the model-side switches of ``perf`` (the optimizer's is read by ``build_optimizer``)."""
+    set_fused_attention(model, fused_attention_for(perf.attention, device))
+    if perf.activation_checkpointing:
+        checkpoint_activations(model)
+    if perf.compile:
+        for name in ("encoder", "target_encoder", "predictor"):
+            module = getattr(model, name, None)
+            if module is not None:
+                module.compile(dynamic=True)

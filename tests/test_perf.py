@@ -1,0 +1,71 @@
+import pytest
+import torch
+
+from jepa.build import build_jepa, build_masks, build_optimizer
+from jepa.config import PerfConfig, load_config
+from jepa.data.pretrain import MaskCollator
+from jepa.perf import apply_perf, checkpoint_activations, fused_attention_for, set_fused_attention
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+def _model_and_batch(*overrides: str):
+    cfg = load_config(None, ["data.img_size=16", "encoder.depth=2", "predictor.depth=2", *overrides])
+    torch.manual_seed(0)
+    model = build_jepa(cfg)
+    batch = MaskCollator(build_masks(cfg), seed=0)([(torch.randn(1, 16, 16), 0, 0) for _ in range(4)])
+    return cfg, model, batch
+
+
+def _loss_and_grads(model, batch):
+    model.zero_grad()
+    out = model(batch["inputs"], batch["masks"])
+    loss = out["loss"]
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_auto_attention_is_fused_on_gpu_and_math_on_cpu():
+    assert fused_attention_for("auto", CUDA) and not fused_attention_for("auto", CPU)
+    assert fused_attention_for("fused", CPU) and not fused_attention_for("math", CUDA)
+    with pytest.raises(ValueError, match="attention"):
+        fused_attention_for("flash", CPU)
+
+
+def test_math_and_fused_attention_compute_the_same_step():
+    _, model, batch = _model_and_batch()
+    assert set_fused_attention(model, True) == 2 + 2 + 2  # context encoder, target encoder, predictor
+    fused = _loss_and_grads(model, batch)
+    set_fused_attention(model, False)
+    math = _loss_and_grads(model, batch)
+    torch.testing.assert_close(math, fused, atol=2e-5, rtol=1e-4)
+
+
+def test_activation_checkpointing_keeps_loss_grads_and_parameter_names():
+    _, model, batch = _model_and_batch()
+    names = [n for n, _ in model.named_parameters()]
+    plain = _loss_and_grads(model, batch)
+    assert checkpoint_activations(model) == 2 * 2 + 2  # encoder + target encoder blocks, predictor blocks
+    assert [n for n, _ in model.named_parameters()] == names
+    torch.testing.assert_close(_loss_and_grads(model, batch), plain, atol=1e-6, rtol=1e-6)
+
+
+def test_fused_adamw_steps_like_foreach():
+    results = []
+    for fused in (False, True):
+        cfg, model, batch = _model_and_batch(f"perf.fused_optimizer={fused}")
+        optimizer = build_optimizer(model, cfg)
+        assert optimizer.defaults["fused"] is fused
+        for _ in range(3):
+            _loss_and_grads(model, batch)
+            optimizer.step()
+        results.append({n: p.detach().clone() for n, p in model.named_parameters()})
+    torch.testing.assert_close(results[1], results[0], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_compiled_model_computes_the_same_step():
+    _, model, batch = _model_and_batch()
+    plain = _loss_and_grads(model, batch)
+    apply_perf(model, PerfConfig(attention="math", compile=True), CPU)
+    torch.testing.assert_close(_loss_and_grads(model, batch), plain, atol=1e-4, rtol=1e-4)
