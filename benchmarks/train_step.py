@@ -1,12 +1,16 @@
-"""Time the full I-JEPA training step, exactly as ``jepa.train`` runs it.
+"""Time the full I-JEPA (or V-JEPA) training step, exactly as ``jepa.train`` runs it.
 
 One timed step = mask sampling through the collate path (``MaskCollator`` with the
 configured multi-block masks) + ``jepa.train.train_step`` (context encoder on the kept
 tokens, predictor, target forward without grad, loss, backward, AdamW step, EMA update).
-Images are synthetic (already-normalised random tensors), so decoding and augmentation
+Inputs are synthetic (already-normalised random tensors), so decoding and augmentation
 are not timed.
 
     python -m benchmarks.train_step --model vit_tiny --img-size 224 --batch 16 --precision bf16
+    python -m benchmarks.train_step --video --frames 16 --batch 2      # the V-JEPA step
+    python -m benchmarks.train_step perf.attention=fused predictor.shared_context=true   # any config switch
+    python -m benchmarks.train_step --sweep --precision bf16    # each speed switch on and off, as a table
+    python -m benchmarks.train_step --profile trace.json        # also write a torch profiler trace
     python -m benchmarks.train_step --smoke          # tiny configuration for CI (seconds)
 
 Prints ONE JSON line on stdout (progress goes to stderr):
@@ -15,30 +19,38 @@ over the timed steps, ``items_per_s`` = batch / median step seconds, ``collate_m
 median of the collate part alone. ``peak_mem_bytes`` is ``torch.cuda.max_memory_allocated``
 over the timed steps on CUDA; on CPU it is the peak resident set size of the whole process
 since it started (``getrusage(RUSAGE_SELF).ru_maxrss``, KiB on Linux, times 1024), so it
-includes the Python interpreter and the libraries.
+includes the Python interpreter and the libraries. ``step_tflop`` is the explicit FLOP count
+of the mean timed step (``jepa.flops``), ``tflop_per_s`` that over the median step time, and
+``mfu`` that over the device's dense bf16 peak where it is known (bf16 runs on GPUs).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import subprocess
 import resource
 import statistics
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from accelerate import Accelerator
+from torch.profiler import ProfilerActivity
+from torch.profiler import profile as profile_steps
 
 from benchmarks.report import device_name
-from jepa.build import build_jepa, build_masks, build_optimizer
+from jepa.build import build_jepa, build_masks, build_optimizer, is_video
 from jepa.config import Config, ConfigError, load_config
 from jepa.data.pretrain import MaskCollator
+from jepa.flops import StepShape, peak_flops, step_flops, step_shape
 from jepa.models.jepa import JEPA
 from jepa.models.vit import VIT_SIZES
-from jepa.perf import apply_perf
+from jepa.perf import apply_perf, fused_attention_for
 from jepa.train import resolve_precision, step_values, train_step
 
 # --smoke: vit_tiny cut to 2 blocks on a 32 px image with 4 px patches (an 8x8 grid, on
@@ -46,16 +58,32 @@ from jepa.train import resolve_precision, step_values, train_step
 SMOKE = dict(model="vit_tiny", img_size=32, patch_size=4, batch=4, pred_width=64, pred_depth=2, pred_heads=4,
              warmup=1, steps=2)
 SMOKE_OVERRIDES = ("encoder.depth=2",)
+# The V-JEPA step: 3-D multi-block masks (two mask sets), tubelets of 2 frames, L1 loss.
+VIDEO_OVERRIDES = ("data.source=moving-digits", "video.tubelet_size=2", "loss.kind=l1")
+
+# What --sweep toggles, each against the configuration as given (its "baseline").
+SWEEP = {
+    "attention": ("perf.attention", {"math": "fused", "fused": "math"}),
+    "shared_context": ("predictor.shared_context", {"False": "true", "True": "false"}),
+    "fused_optimizer": ("perf.fused_optimizer", {"False": "true", "True": "false"}),
+    "compile": ("perf.compile", {"False": "true", "True": "false"}),
+    "activation_checkpointing": ("perf.activation_checkpointing", {"False": "true", "True": "false"}),
+}
 
 
 def make_config(*, model: str, img_size: int, patch_size: int, batch: int, pred_width: int, pred_depth: int,
-                pred_heads: int, total_steps: int, precision: str, extra: tuple[str, ...] = ()) -> Config:
-    """The run configuration: the named ViT size, reference masks, plain I-JEPA loss (no VICReg terms)."""
+                pred_heads: int, total_steps: int, precision: str, frames: int | None = None,
+                extra: tuple[str, ...] = ()) -> Config:
+    """The run configuration: the named ViT size, reference masks, plain JEPA loss (no VICReg terms).
+
+    ``frames`` makes it the V-JEPA step on clips of that many frames.
+    """
+    video = (*VIDEO_OVERRIDES, f"video.num_frames={frames}") if frames else ()
     cfg = load_config(None, [
         "encoder.in_chans=3", f"encoder.patch_size={patch_size}", f"data.img_size={img_size}",
         f"data.batch_size={batch}", f"predictor.embed_dim={pred_width}", f"predictor.depth={pred_depth}",
         f"predictor.num_heads={pred_heads}", f"train.steps={total_steps}", f"train.precision={precision}",
-        "encoder.depth=null", "loss.var_coeff=0", "loss.cov_coeff=0", *extra,
+        "encoder.depth=null", "loss.var_coeff=0", "loss.cov_coeff=0", *video, *extra,
     ])
     cfg.encoder.arch = model  # any name of VIT_SIZES (checked by the caller and again by build_encoder)
     return cfg
@@ -77,18 +105,19 @@ class Bench:
     core: JEPA  # the unwrapped model
     optimizer: torch.optim.Optimizer
     collate: MaskCollator
-    images: torch.Tensor  # [B, 3, H, W] synthetic normalised images
+    images: torch.Tensor  # [B, 3, H, W] synthetic normalised images, or clips [B, 3, T, H, W]
     autocast_dtype: torch.dtype | None
+    flop_shape: StepShape
 
-    def step(self, step: int) -> float:
-        """One full training step (collate + train_step); returns the collate seconds."""
+    def step(self, step: int) -> tuple[float, int]:
+        """One full training step (collate + train_step); returns the collate seconds and the step's FLOPs."""
         start = time.perf_counter()
         batch = self.collate([(image, 0, step) for image in self.images])  # (image, label, batch index)
         collate_s = time.perf_counter() - start
         train_step(self.model, self.optimizer, [batch], accelerator=self.accelerator,
                    values=step_values(step, self.cfg), autocast_dtype=self.autocast_dtype,
                    grad_clip=self.cfg.optim.grad_clip)
-        return collate_s
+        return collate_s, step_flops(self.flop_shape, batch["masks"])["step"]
 
 
 def build_bench(cfg: Config) -> Bench:
@@ -99,14 +128,19 @@ def build_bench(cfg: Config) -> Bench:
     apply_perf(model, cfg.perf, accelerator.device)
     model, optimizer = accelerator.prepare(model, optimizer)
     side = cfg.data.img_size
-    images = torch.randn(cfg.data.batch_size, cfg.encoder.in_chans, side, side)
-    return Bench(cfg, accelerator, model, accelerator.unwrap_model(model), optimizer,
-                 MaskCollator(build_masks(cfg), seed=cfg.seed), images,
-                 resolve_precision(cfg.train.precision, accelerator.device))
+    frames = (cfg.video.num_frames,) if is_video(cfg) else ()
+    images = torch.randn(cfg.data.batch_size, cfg.encoder.in_chans, *frames, side, side)
+    core = accelerator.unwrap_model(model)
+    return Bench(cfg, accelerator, model, core, optimizer, MaskCollator(build_masks(cfg), seed=cfg.seed), images,
+                 resolve_precision(cfg.train.precision, accelerator.device), step_shape(cfg))
 
 
-def measure(cfg: Config, *, steps: int, warmup: int, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    """Build from ``cfg``, run ``warmup`` untimed then ``steps`` timed training steps; returns the report."""
+def measure(cfg: Config, *, steps: int, warmup: int, log: Callable[[str], None] = lambda s: None,
+            profile: str | None = None) -> dict[str, Any]:
+    """Build from ``cfg``, run ``warmup`` untimed then ``steps`` timed training steps; returns the report.
+
+    ``profile``: a path to which two more steps are written as a torch profiler (Chrome) trace.
+    """
     bench = build_bench(cfg)
     device = bench.accelerator.device
     cuda = device.type == "cuda"
@@ -121,16 +155,24 @@ def measure(cfg: Config, *, steps: int, warmup: int, log: Callable[[str], None] 
     sync()
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
-    times, collates = [], []
+    times, collates, flops = [], [], []
     for step in range(warmup, warmup + steps):
         start = time.perf_counter()
-        collates.append(bench.step(step))
+        collate_s, step_flop = bench.step(step)
         sync()
         times.append(time.perf_counter() - start)
+        collates.append(collate_s)
+        flops.append(step_flop)
         log(f"step {step - warmup + 1}/{steps}: {times[-1] * 1e3:.1f} ms")
+    peak_mem = int(torch.cuda.max_memory_allocated(device)) if cuda else peak_rss_bytes()
+    if profile:
+        write_trace(bench, profile, first_step=warmup + steps, sync=sync)
+        log(f"profiler trace: {profile}")
 
     ms = sorted(t * 1e3 for t in times)
     median = statistics.median(ms)
+    tflop_per_s = statistics.mean(flops) / (median / 1e3) / 1e12
+    peak = peak_flops(device_name(device)) if cuda and bench.autocast_dtype == torch.bfloat16 else None
     e, p = cfg.encoder, cfg.predictor
     return {
         "device": device_name(device),
@@ -139,19 +181,34 @@ def measure(cfg: Config, *, steps: int, warmup: int, log: Callable[[str], None] 
             "encoder_depth": len(bench.core.encoder.blocks), "batch": cfg.data.batch_size,
             "precision": cfg.train.precision, "autocast": str(bench.autocast_dtype).replace("torch.", ""),
             "pred_width": p.embed_dim, "pred_depth": p.depth, "pred_heads": p.num_heads,
-            "num_targets": cfg.masks.num_targets,
+            "num_targets": cfg.masks.num_targets, "frames": cfg.video.num_frames if is_video(cfg) else None,
+            "perf": dataclasses.asdict(cfg.perf), "shared_context": p.shared_context,
         },
         "step_ms": round(median, 3),
         "step_ms_p10": round(percentile(ms, 10), 3),
         "step_ms_p90": round(percentile(ms, 90), 3),
         "items_per_s": round(cfg.data.batch_size / (median / 1e3), 3),
         "collate_ms": round(statistics.median(collates) * 1e3, 3),
-        "peak_mem_bytes": int(torch.cuda.max_memory_allocated(device)) if cuda else peak_rss_bytes(),
+        "step_tflop": round(statistics.mean(flops) / 1e12, 4),
+        "tflop_per_s": round(tflop_per_s, 4),
+        "mfu": round(tflop_per_s * 1e12 / peak, 4) if peak else None,
+        "peak_mem_bytes": peak_mem,
         "peak_mem_kind": "cuda_max_memory_allocated" if cuda else "process_peak_rss",
         "steps": steps,
         "warmup": warmup,
         "torch": torch.__version__,
     }
+
+
+def write_trace(bench: Bench, path: str, *, first_step: int, sync: Callable[[], None]) -> None:
+    """Two more steps under the torch profiler, written as a Chrome trace (chrome://tracing, Perfetto)."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile_steps(activities=activities, record_shapes=True) as prof:
+        for step in range(first_step, first_step + 2):
+            bench.step(step)
+        sync()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    prof.export_chrome_trace(str(path))
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -177,6 +234,15 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Arg
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny configuration for CI (overrides model/size/batch/predictor/steps)")
+    parser.add_argument("--video", action="store_true", help="the V-JEPA step on synthetic clips")
+    parser.add_argument("--frames", type=int, default=16, help="frames per clip with --video")
+    parser.add_argument("--profile", metavar="TRACE.json", help="also write a torch profiler trace of two steps")
+    parser.add_argument("--sweep", action="store_true",
+                        help="run each speed switch flipped against this configuration (one process each)")
+    parser.add_argument("--switches", default=",".join(SWEEP), help=f"what --sweep flips, of {', '.join(SWEEP)}")
+    parser.add_argument("--rounds", type=int, default=1, help="--sweep repeats; each figure is the median")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides, e.g. perf.attention=fused predictor.shared_context=true")
     args = parser.parse_args(argv)
     if args.smoke:
         for key, value in SMOKE.items():
@@ -192,6 +258,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Arg
         parser.error(f"--threads must be >= 1, got {args.threads}")
     if args.pred_width % args.pred_heads:
         parser.error(f"--pred-width {args.pred_width} is not divisible by --pred-heads {args.pred_heads}")
+    if args.frames < 1 or args.rounds < 1:
+        parser.error("--frames and --rounds must be >= 1")
+    unknown = set(args.switches.split(",")) - set(SWEEP)
+    if unknown:
+        parser.error(f"unknown --switches {sorted(unknown)}; valid: {', '.join(SWEEP)}")
     return args, parser
 
 
@@ -203,14 +274,89 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cfg = make_config(model=args.model, img_size=args.img_size, patch_size=args.patch_size, batch=args.batch,
                           pred_width=args.pred_width, pred_depth=args.pred_depth, pred_heads=args.pred_heads,
                           total_steps=args.warmup + args.steps, precision=args.precision,
-                          extra=SMOKE_OVERRIDES if args.smoke else ())
+                          frames=args.frames if args.video else None,
+                          extra=(*(SMOKE_OVERRIDES if args.smoke else ()), *args.overrides))
     except ConfigError as err:
         parser.error(str(err))
-    report = {"command": ["python", "-m", "benchmarks.train_step", *(sys.argv[1:] if argv is None else argv)]}
-    report.update(measure(cfg, steps=args.steps, warmup=args.warmup,
-                          log=lambda s: print(s, file=sys.stderr, flush=True)))
+    argv = sys.argv[1:] if argv is None else argv
+    if args.sweep:
+        report = sweep(cfg, argv, switches=args.switches.split(","), rounds=args.rounds, log=log)
+    else:
+        report = {"command": ["python", "-m", "benchmarks.train_step", *argv]}
+        report.update(measure(cfg, steps=args.steps, warmup=args.warmup, log=log, profile=args.profile))
     print(json.dumps(report), flush=True)
     return report
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def sweep(cfg: Config, argv: list[str], *, switches: list[str], rounds: int,
+          log: Callable[[str], None]) -> dict[str, Any]:
+    """The configuration as given, then each switch flipped, each in a fresh process (so peak memory is its own).
+
+    Rounds interleave the variants so that drift of a shared machine hits them alike; each figure
+    is the median over rounds, and ``ratio`` is items/s over the baseline's.
+    """
+    base_argv = strip_options(argv, flags={"--sweep"}, valued={"--switches", "--rounds", "--profile"})
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    variants: dict[str, list[str]] = {"baseline": []}
+    for name in switches:
+        key, flip = SWEEP[name]
+        section, field_name = key.split(".")
+        current = str(getattr(getattr(cfg, section), field_name))
+        if name == "attention":  # 'auto' stands for what it picks on this device
+            current = "fused" if fused_attention_for(current, device) else "math"
+        variants[f"{name}={flip[current]}"] = [f"{key}={flip[current]}"]
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    for round_ in range(rounds):
+        for name, extra in variants.items():
+            log(f"round {round_ + 1}/{rounds}: {name}")
+            command = [sys.executable, "-m", "benchmarks.train_step", *base_argv, *extra]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode:
+                raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+            runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    rows = []
+    for name, reports in runs.items():
+        rows.append({
+            "variant": name,
+            "step_ms": statistics.median(r["step_ms"] for r in reports),
+            "items_per_s": statistics.median(r["items_per_s"] for r in reports),
+            "peak_mem_bytes": max(r["peak_mem_bytes"] for r in reports),
+            "tflop_per_s": statistics.median(r["tflop_per_s"] for r in reports),
+        })
+    base = rows[0]["items_per_s"]
+    for row in rows:
+        row["ratio"] = round(row["items_per_s"] / base, 3)
+    log(format_table(rows))
+    return {"command": ["python", "-m", "benchmarks.train_step", *argv], "device": runs["baseline"][0]["device"],
+            "config": runs["baseline"][0]["config"], "rounds": rounds, "variants": rows}
+
+
+def strip_options(argv: list[str], *, flags: set[str], valued: set[str]) -> list[str]:
+    """``argv`` without the given flags and valued options (``--opt value`` and ``--opt=value`` forms)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in flags or arg.split("=", 1)[0] in valued and "=" in arg:
+            continue
+        elif arg in valued:
+            skip = True
+        else:
+            kept.append(arg)
+    return kept
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The sweep as a Markdown table."""
+    lines = ["| variant | step ms | items/s | ratio | peak MiB |", "|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {r['step_ms']:.0f} | {r['items_per_s']:.2f} | {r['ratio']:.2f} "
+                     f"| {r['peak_mem_bytes'] / 2**20:.0f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from jepa.build import grid_size, is_video
+from jepa.config import Config
 from jepa.masks import MaskSet
+from jepa.models.vit import resolve_size
 
 # Dense bf16 tensor-core peaks from the vendors' data sheets, in FLOP/s, by a substring of the device name.
 PEAK_BF16_FLOPS = {
@@ -58,6 +61,23 @@ class StepShape:
     num_tokens: int  # tokens per input (patches or tubelets)
     patch_volume: int  # input values per token (C * p * p, or C * t * p * p)
     shared_context: bool = False  # predictor runs one sequence per sample (SharedContextPredictor)
+
+
+def step_shape(cfg: Config) -> StepShape:
+    """The FLOP-relevant shapes of the model ``cfg`` builds."""
+    e, p = cfg.encoder, cfg.predictor
+    size = resolve_size(e.arch, embed_dim=e.embed_dim, depth=e.depth, num_heads=e.num_heads, mlp_ratio=e.mlp_ratio)
+    tubelet = cfg.video.tubelet_size if is_video(cfg) else 1
+    tokens = 1
+    for n in grid_size(cfg):
+        tokens *= n
+    return StepShape(
+        encoder=TransformerShape(size.embed_dim, size.depth, size.mlp_ratio),
+        predictor=TransformerShape(p.embed_dim, p.depth),
+        num_tokens=tokens,
+        patch_volume=e.in_chans * tubelet * e.patch_size**2,
+        shared_context=p.shared_context,
+    )
 
 
 def step_flops(shape: StepShape, masks: Sequence[MaskSet]) -> dict[str, int]:

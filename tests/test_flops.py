@@ -5,7 +5,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from jepa.build import build_jepa, build_masks
 from jepa.config import load_config
 from jepa.data.pretrain import MaskCollator
-from jepa.flops import StepShape, TransformerShape, blocks_forward_flops, peak_flops, step_flops
+from jepa.flops import StepShape, TransformerShape, blocks_forward_flops, peak_flops, step_flops, step_shape
 from jepa.masks import MaskSet
 from jepa.models.vit import make_blocks
 
@@ -35,16 +35,25 @@ def test_step_flops_match_torch_flop_counter_part_by_part(shared):
     model = build_jepa(cfg)
     batch = MaskCollator(build_masks(cfg), seed=0)([(torch.randn(3, 32, 32), 0, 0) for _ in range(4)])
     mask = batch["masks"][0]
-    e = model.encoder
-    shape = StepShape(TransformerShape(e.embed_dim, len(e.blocks)),
-                      TransformerShape(cfg.predictor.embed_dim, cfg.predictor.depth),
-                      num_tokens=e.num_tokens, patch_volume=3 * 4 * 4, shared_context=shared)
-    flops = step_flops(shape, batch["masks"])
+    flops = step_flops(step_shape(cfg), batch["masks"])
     context = model.encoder(batch["inputs"], keep=mask.context)
     assert flops["target_forward"] == counted(lambda: model.target_encoder(batch["inputs"]))
     assert flops["context_forward"] == counted(lambda: model.encoder(batch["inputs"], keep=mask.context))
     assert flops["predictor_forward"] == counted(lambda: model.predictor(context.detach(), mask.context, mask.targets))
     assert flops["step"] == flops["target_forward"] + 3 * (flops["context_forward"] + flops["predictor_forward"])
+
+
+def test_video_step_flops_match_torch_flop_counter():
+    cfg = load_config(None, ["data.source=moving-digits", "data.img_size=32", "video.num_frames=4",
+                             "encoder.depth=1", "predictor.depth=1", "encoder.in_chans=3"])
+    model = build_jepa(cfg)
+    clips = torch.randn(2, 3, 4, 32, 32)
+    batch = MaskCollator(build_masks(cfg), seed=0)([(clip, 0, 0) for clip in clips])
+    assert len(batch["masks"]) == 2  # short- and long-range mask sets
+    flops = step_flops(step_shape(cfg), batch["masks"])
+    assert flops["target_forward"] == counted(lambda: model.target_encoder(clips))
+    context = sum(counted(lambda m=m: model.encoder(clips, keep=m.context)) for m in batch["masks"])
+    assert flops["context_forward"] == context
 
 
 def test_shared_context_saves_predictor_flops_on_the_reference_step():
