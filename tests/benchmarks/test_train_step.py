@@ -15,7 +15,7 @@ ROOT = str(Path(__file__).resolve().parents[2])
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from benchmarks.train_step import SMOKE, SMOKE_OVERRIDES, build_bench, main, make_config  # noqa: E402
+from benchmarks.train_step import SMOKE, SMOKE_OVERRIDES, build_bench, main, make_config, strip_options  # noqa: E402
 from jepa.train import step_values  # noqa: E402
 
 
@@ -89,3 +89,42 @@ def test_benchmark_config_is_the_reference_step_not_the_cpu_default():
         encoder = build_encoder(cfg)
     assert len(encoder.blocks) == 12 and encoder.embed_dim == 192
     assert cfg.loss.var_coeff == 0 and cfg.loss.cov_coeff == 0 and cfg.masks.num_targets == 4
+
+
+def test_video_smoke_times_the_vjepa_step_with_its_flops(capsys: pytest.CaptureFixture[str]) -> None:
+    report = main(["--smoke", "--video", "--frames", "4", "perf.attention=fused"])
+    config = report["config"]
+    assert config["frames"] == 4 and config["perf"]["attention"] == "fused"
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == report
+    assert report["step_tflop"] > 0 and report["tflop_per_s"] > 0
+    assert report["mfu"] is None  # no known peak on CPU
+
+
+def test_profile_writes_a_chrome_trace(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.json"
+    main(["--smoke", "--profile", str(trace)])
+    events = json.loads(trace.read_text())["traceEvents"]
+    assert any("aten::" in str(event.get("name", "")) for event in events)
+
+
+def test_unknown_override_is_a_config_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--smoke", "perf.atention=math"])
+    assert "atention" in capsys.readouterr().err
+
+
+def test_strip_options_drops_sweep_arguments_in_both_forms() -> None:
+    argv = ["--smoke", "--sweep", "--switches", "compile", "--rounds=2", "--profile", "t.json", "perf.compile=false"]
+    assert strip_options(argv, flags={"--sweep"}, valued={"--switches", "--rounds", "--profile"}) == [
+        "--smoke", "perf.compile=false"]
+
+
+def test_sweep_flips_each_switch_in_its_own_process(capsys: pytest.CaptureFixture[str]) -> None:
+    report = main(["--smoke", "--sweep", "--switches", "attention,shared_context", "perf.attention=math"])
+    rows = {row["variant"]: row for row in report["variants"]}
+    assert list(rows) == ["baseline", "attention=fused", "shared_context=true"]
+    assert rows["baseline"]["ratio"] == 1.0
+    for row in rows.values():
+        assert row["items_per_s"] > 0 and row["peak_mem_bytes"] > 0
+        assert row["ratio"] == pytest.approx(row["items_per_s"] / rows["baseline"]["items_per_s"], abs=1e-3)
+    assert "| shared_context=true |" in capsys.readouterr().err
