@@ -66,6 +66,7 @@ SWEEP = {
     "attention": ("perf.attention", {"math": "fused", "fused": "math"}),
     "shared_context": ("predictor.shared_context", {"False": "true", "True": "false"}),
     "fused_optimizer": ("perf.fused_optimizer", {"False": "true", "True": "false"}),
+    "onednn_linear": ("perf.onednn_linear", {"False": "true", "True": "false"}),
     "compile": ("perf.compile", {"False": "true", "True": "false"}),
     "activation_checkpointing": ("perf.activation_checkpointing", {"False": "true", "True": "false"}),
 }

@@ -137,6 +137,7 @@ class PerfConfig:
     # "math" = explicit softmax(QK^T)V, faster on CPU for the short sequences JEPA runs; "auto" picks by device
     attention: Literal["auto", "fused", "math"] = "auto"
     fused_optimizer: bool = True  # AdamW's fused kernel (one kernel for all parameters) instead of foreach
+    onednn_linear: bool = True  # fp32 linear layers on CPU through oneDNN (about 2x MKL's speed on AMD CPUs)
     compile: bool = False  # torch.compile the encoder and predictor (dynamic shapes: mask sizes vary per step)
     activation_checkpointing: bool = False  # recompute block activations in backward: less memory, more time
 

@@ -1,4 +1,4 @@
-"""Speed switches applied to a built model: attention kernel, activation checkpointing, compilation.
+"""Speed switches applied to a built model: attention kernel, CPU linear layers, checkpointing, compilation.
 
 Each one leaves the function the model computes unchanged (up to floating-point
 reordering), which tests check; which ones pay off depends on the device, so
@@ -13,6 +13,7 @@ from torch import nn
 from torch.distributed._composable import checkpoint
 
 from jepa.config import PerfConfig
+from jepa.onednn_linear import use_onednn_linear
 
 
 def fused_attention_for(choice: str, device: torch.device) -> bool:
@@ -54,6 +55,8 @@ def checkpoint_activations(model: nn.Module) -> int:
 def apply_perf(model: nn.Module, perf: PerfConfig, device: torch.device) -> None:
     """Apply the model-side switches of ``perf`` (the optimizer's is read by ``build_optimizer``)."""
     set_fused_attention(model, fused_attention_for(perf.attention, device))
+    if perf.onednn_linear and device.type == "cpu":
+        use_onednn_linear(model)
     if perf.activation_checkpointing:
         checkpoint_activations(model)
     if perf.compile:

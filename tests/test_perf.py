@@ -69,3 +69,11 @@ def test_compiled_model_computes_the_same_step():
     plain = _loss_and_grads(model, batch)
     apply_perf(model, PerfConfig(attention="math", compile=True), CPU)
     torch.testing.assert_close(_loss_and_grads(model, batch), plain, atol=1e-4, rtol=1e-4)
+
+
+def test_onednn_linear_computes_the_same_step():
+    _, model, batch = _model_and_batch()
+    plain = _loss_and_grads(model, batch)
+    apply_perf(model, PerfConfig(attention="auto", onednn_linear=True), CPU)
+    assert all(type(m).__name__ == "OneDNNLinear" for m in model.modules() if isinstance(m, torch.nn.Linear))
+    torch.testing.assert_close(_loss_and_grads(model, batch), plain, atol=1e-5, rtol=1e-4)
