@@ -28,7 +28,7 @@ from jepa.checkpoint import FORMAT, CheckpointError, load_checkpoint
 from jepa.config import Config
 from jepa.data import fashion_mnist
 from jepa.data.video_data import VIDEO_MEAN, VIDEO_STD
-from jepa.export import read_export, read_safetensors
+from jepa.export import WEIGHTS_FILE, read_export, read_safetensors
 from jepa.models.vit import VIT_SIZES, VisionTransformer, resolve_size
 from jepa.pretrained import encoder_from_state
 
@@ -98,7 +98,9 @@ def _from_safetensors(path: Path, arch: str | None, img_size: int | None, num_fr
                       strict: bool) -> Backbone:
     exported = read_export(path)
     if exported is None:  # a bare safetensors state dict (e.g. a timm model's)
-        return _from_weights(read_safetensors(path), str(path), None, arch, img_size, num_frames, strict)
+        weights_path = path / WEIGHTS_FILE if path.is_dir() else path
+        return _from_weights(read_safetensors(weights_path), str(weights_path), None, arch, img_size, num_frames,
+                             strict)
     if arch is not None:
         raise ValueError(f"{path} is a jepa export: its architecture comes from its config.json, drop arch=")
     spec, weights = exported
