@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -76,7 +76,7 @@ class LoadReport:
     prefix: str = ""  # the key prefix that was stripped
     missing: tuple[str, ...] = ()
     unexpected: tuple[str, ...] = ()
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         parts = [f"loaded {self.weights} of {self.source} ({self.format})"]

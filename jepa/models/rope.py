@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Attention, Block
 from torch import nn
 
-from jepa.models.vit import TubeletEmbed, VitSize, gather_tokens, init_weights, token_grid
+from jepa.models.vit import TubeletEmbed, VitSize, gather_tokens, init_patch_embed, init_weights, token_grid
 
 Rope = tuple[torch.Tensor, torch.Tensor]  # (cos, sin), each [..., N, 3 * axis_dims], broadcast over heads
 
@@ -97,6 +97,7 @@ class RopeVisionTransformer(nn.Module):
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         init_weights(self, self.blocks)
+        init_patch_embed(patch_embed)
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Video [B, C, T, H, W] -> normed tokens [B, N, D], or [B, K, D] for ``keep`` indices [B, K]."""

@@ -76,6 +76,15 @@ def init_weights(module: nn.Module, blocks: nn.ModuleList) -> None:
         block.mlp.fc2.weight.data.div_((2.0 * layer_id) ** 0.5)
 
 
+def init_patch_embed(patch_embed: nn.Module) -> None:
+    """Xavier on the flattened kernel (as MAE): with the reference 0.02 a small grey-scale
+    patch gives tokens that are mostly position, and training collapses (DESIGN.md)."""
+    proj = getattr(patch_embed, "proj", None)
+    if proj is not None:
+        nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
+        nn.init.zeros_(proj.bias)
+
+
 class TubeletEmbed(nn.Module):
     """Video [B, C, T, H, W] -> tokens [B, T/t * H/p * W/p, D] (ordered t -> h -> w) with one Conv3d."""
 
@@ -123,12 +132,7 @@ class VisionTransformer(nn.Module):
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         init_weights(self, self.blocks)
-        proj = getattr(patch_embed, "proj", None)
-        if proj is not None:
-            # Xavier on the flattened kernel (as MAE): with the reference 0.02 a small grey-scale
-            # patch gives tokens that are mostly position, and training collapses (DESIGN.md).
-            nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
-            nn.init.zeros_(proj.bias)
+        init_patch_embed(patch_embed)
 
     def regrid(self, grid: tuple[int, ...]) -> None:
         """Make ``grid`` the native grid, resizing the position table once instead of on every call."""
