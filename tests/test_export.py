@@ -104,3 +104,19 @@ def test_video_encoders_have_no_timm_equivalent(tmp_path):
     source = vit_rope(resolve_size("vit_tiny", depth=1), patch_size=8, tubelet_size=2, in_chans=3)
     with pytest.raises(ValueError, match="only 2-D image encoders"):
         to_timm(load_encoder(_save_official(tmp_path / "v.pth", source), verbose=False))
+
+
+def test_cli_export_writes_what_load_encoder_reads(tmp_path, capsys):
+    from jepa.cli import main
+
+    torch.manual_seed(0)
+    source = vit_2d(resolve_size("vit_tiny", depth=1), img_size=16, patch_size=8, in_chans=3)
+    path = _save_official(tmp_path / "o.pth", source)
+    assert main(["export", str(path), str(tmp_path / "out"), "--which", "context", "--img-size", "32"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["weights"] == "encoder" and record["format"] == "I-JEPA" and record["spec"]["img_size"] == 32
+    again = load_encoder(tmp_path / "out", verbose=False)
+    assert again.img_size == 32 and again.encoder.pos_embed.shape == (1, 16, 192)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(tmp_path / "missing.pth"), str(tmp_path / "out2")])
+    assert exit_info.value.code == 2 and "does not exist" in capsys.readouterr().err
