@@ -10,6 +10,7 @@ from jepa.checkpoint import FORMAT, CheckpointError, save_checkpoint
 from jepa.config import Config, to_dict
 from jepa.data import fashion_mnist
 from jepa.hub import infer_spec
+from jepa.models import rope
 from jepa.models.rope import vit_rope
 from jepa.models.vit import resolve_size, vit_2d, vit_3d
 
@@ -120,7 +121,7 @@ def _hf_vjepa2(our_encoder, crop_size, frames):
     return model
 
 
-def test_vjepa2_checkpoint_matches_huggingface_vjepa2model(tmp_path):
+def test_vjepa2_checkpoint_matches_huggingface_vjepa2model(tmp_path, monkeypatch):
     pytest.importorskip("transformers")
     torch.manual_seed(0)
     make = lambda: _randomise(vit_rope(resolve_size("vit_large", depth=2), patch_size=16, tubelet_size=2, in_chans=3))
@@ -139,6 +140,17 @@ def test_vjepa2_checkpoint_matches_huggingface_vjepa2model(tmp_path):
         # a single image fills one tubelet, as HF (and V-JEPA 2-AC) duplicate short inputs
         theirs_image = hf(image.unsqueeze(1), skip_predictor=True).last_hidden_state
         torch.testing.assert_close(backbone.forward_features(image), theirs_image, atol=1e-4, rtol=0)
+
+    # negative control: the textbook layout (angles interleaved per pair) is far off, so the match above is the layout
+    def interleaved(positions, head_dim):
+        d = rope.axis_dims(head_dim)
+        omega = 1.0 / 10000.0 ** (torch.arange(d // 2, dtype=torch.float32) / (d / 2.0))
+        angles = (positions.float().unsqueeze(-1) * omega).repeat_interleave(2, dim=-1).flatten(-2)
+        return angles.cos(), angles.sin()
+
+    monkeypatch.setattr(rope, "rope_tables", interleaved)
+    with torch.no_grad():
+        assert (backbone.forward_features(clip) - theirs).abs().max() > 1e-2
 
 
 def test_vjepa2_giant_head_count_comes_from_arch():
