@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +38,17 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
         raise
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``: tensors and plain containers, nothing executable."""
+def load_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``: tensors and plain containers, nothing executable.
+
+    ``mmap`` maps tensors from the file instead of reading them all (zip-format files), so
+    taking one encoder out of a large training checkpoint does not load its optimizer state.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except Exception as err:  # noqa: BLE001 - torch raises several types for unreadable files
         raise CheckpointError(
             f"{path} is not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0]}); "

@@ -1,8 +1,9 @@
-"""Command line: ``jepa train [--config PATH] [key=value ...]``."""
+"""Command line: ``jepa train [--config PATH] [key=value ...]`` and ``jepa export SOURCE OUT_DIR``."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from jepa.config import ConfigError, load_config
@@ -14,7 +15,16 @@ def main(argv: list[str] | None = None) -> int:
     train_p = sub.add_parser("train", help="pretrain an encoder (no arguments: the embedded Fashion-MNIST default)")
     train_p.add_argument("--config", help="YAML config; omitted: the embedded default (configs/ijepa/default.yaml)")
     train_p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.steps=2000 run_dir=runs/a")
+    export_p = sub.add_parser("export", help="write an encoder as model.safetensors + config.json (jepa.load_encoder reads it)")
+    export_p.add_argument("source", help="our checkpoint, an official I-JEPA / V-JEPA / V-JEPA 2 file or a timm state dict")
+    export_p.add_argument("out_dir")
+    export_p.add_argument("--which", choices=["target", "context"], default="target")
+    export_p.add_argument("--arch", default=None, help="settles the head count when the width cannot (1408: 16 or 22)")
+    export_p.add_argument("--img-size", type=int, default=None)
+    export_p.add_argument("--num-frames", type=int, default=None)
     args = parser.parse_args(argv)
+    if args.command == "export":
+        return _export(parser, args)
 
     try:
         cfg = load_config(args.config, args.overrides)
@@ -33,6 +43,23 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if summary:
         print(f"summary: {cfg.run_dir}/summary.json", flush=True)
+    return 0
+
+
+def _export(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from jepa.export import save_encoder
+    from jepa.hub import load_encoder
+
+    try:
+        backbone = load_encoder(args.source, which=args.which, arch=args.arch, img_size=args.img_size,
+                                num_frames=args.num_frames)
+    except (FileNotFoundError, ValueError) as err:
+        parser.exit(2, f"jepa: error: {err}\n")
+    folder = save_encoder(backbone, args.out_dir)
+    print(json.dumps({"source": args.source, "weights": backbone.report.weights, "format": backbone.report.format,
+                      "out_dir": str(folder), "spec": asdict(backbone.spec)}))
     return 0
 
 

@@ -11,11 +11,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from jepa.backbone import Backbone, build_encoder_from_spec
 from jepa.build import build_encoder
+from jepa.checkpoint import FORMAT, CheckpointError, load_checkpoint
 from jepa.config import Config
 from jepa.evaluation import extract, probe_datasets
 from jepa.features import cache_hit, cached_features, feature_fingerprint
-from jepa.pretrained import encoder_from_checkpoint
+from jepa.hub import load_encoder
+from jepa.pretrained import encoder_from_state
 from jepa.train import resolve_precision
 
 Features = tuple[torch.Tensor, torch.Tensor]
@@ -23,7 +26,9 @@ Features = tuple[torch.Tensor, torch.Tensor]
 
 def add_frozen_args(parser: argparse.ArgumentParser) -> None:
     """The options every probe program takes."""
-    parser.add_argument("--checkpoint", required=True, help="a jepa training checkpoint (runs/*/checkpoint.pt)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="a jepa training checkpoint (runs/*/checkpoint.pt), or anything jepa.load_encoder reads "
+                             "(an export, an official I-JEPA / V-JEPA / V-JEPA 2 file, a timm state dict; needs --data)")
     parser.add_argument("--data", default=None,
                         help="fashion-mnist, an image folder with train/ and val/ (or test/) class folders, moving-digits, "
                              "or a folder with train/ and val/ shard folders (video checkpoints); default: the run's data")
@@ -48,15 +53,49 @@ class Frozen:
     cache_dir: Path
 
 
+class Tokens(nn.Module):
+    """A backbone seen as the probes see our encoders: ``forward(x)`` gives tokens, ``num_heads`` is there."""
+
+    def __init__(self, backbone: Backbone) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.num_heads = backbone.encoder.num_heads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_features(x)
+
+
+def _foreign_encoder(args: argparse.Namespace) -> tuple[Config, nn.Module]:
+    """Official / exported / timm weights through load_encoder, with a config that feeds the probe data to them."""
+    if args.data is None:
+        raise CheckpointError(f"{args.checkpoint} is not a jepa training checkpoint, so it has no data settings: "
+                              "give --data")
+    backbone = load_encoder(args.checkpoint, which=args.encoder)
+    spec = backbone.spec
+    cfg = Config()
+    cfg.data.img_size, cfg.encoder.in_chans, cfg.encoder.patch_size = spec.img_size, spec.in_chans, spec.patch_size
+    if spec.is_video:
+        cfg.video.num_frames, cfg.video.tubelet_size = spec.num_frames, spec.tubelet_size
+    if args.random_init:
+        torch.manual_seed(cfg.seed + 1)
+        backbone = Backbone(build_encoder_from_spec(spec), spec, backbone.report).eval().requires_grad_(False)
+    return cfg, Tokens(backbone)
+
+
 def load_frozen(args: argparse.Namespace) -> Frozen:
     """The encoder the arguments name (raises CheckpointError / ValueError with a clear message)."""
     if args.train_size is not None and args.train_size < 1:
         raise ValueError(f"--train-size must be >= 1, got {args.train_size}")
-    cfg, encoder = encoder_from_checkpoint(args.checkpoint, args.encoder)
-    weights = args.encoder
-    if args.random_init:
-        torch.manual_seed(cfg.seed + 1)
-        encoder, weights = build_encoder(cfg).eval().requires_grad_(False), "random-init"
+    path = Path(args.checkpoint)
+    state = {} if path.is_dir() or path.suffix == ".safetensors" else load_checkpoint(path, mmap=True)
+    if state.get("format") == FORMAT:
+        cfg, encoder = encoder_from_state(state, args.encoder, args.checkpoint)
+        if args.random_init:
+            torch.manual_seed(cfg.seed + 1)
+            encoder = build_encoder(cfg).eval().requires_grad_(False)
+    else:
+        cfg, encoder = _foreign_encoder(args)
+    weights = "random-init" if args.random_init else args.encoder
     if args.data is not None:
         cfg.data.source = args.data
     if args.train_size is not None:

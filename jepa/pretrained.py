@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Any, Literal
 
 from jepa.build import build_encoder
 from jepa.checkpoint import FORMAT, CheckpointError, load_checkpoint, load_matching
@@ -15,13 +15,19 @@ def encoder_from_checkpoint(
     path: str | os.PathLike, which: Literal["target", "context"] = "target"
 ) -> tuple[Config, VisionTransformer]:
     """The run's config and its frozen target (default, what the papers evaluate) or context encoder, in eval mode."""
+    return encoder_from_state(load_checkpoint(path), which, str(path))
+
+
+def encoder_from_state(
+    state: dict[str, Any], which: Literal["target", "context"], what: str
+) -> tuple[Config, VisionTransformer]:
+    """As :func:`encoder_from_checkpoint`, from an already loaded checkpoint dictionary (``what`` names it in errors)."""
     if which not in ("target", "context"):
         raise ValueError(f"which must be 'target' or 'context', got {which!r}")
-    state = load_checkpoint(path)
     if state.get("format") != FORMAT or "config" not in state:
-        raise CheckpointError(f"{path} is not a jepa training checkpoint (no 'format': '{FORMAT}' and 'config')")
+        raise CheckpointError(f"{what} is not a jepa training checkpoint (no 'format': '{FORMAT}' and 'config')")
     cfg = from_dict(state["config"])
     encoder = build_encoder(cfg)
     key = "target_encoder" if which == "target" else "encoder"
-    load_matching(encoder, state[key], f"{path} [{key}]")
+    load_matching(encoder, state[key], f"{what} [{key}]")
     return cfg, encoder.eval().requires_grad_(False)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
+from timm.layers import resample_abs_pos_embed
 
 
 def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
@@ -52,3 +54,25 @@ def sincos_3d(dim: int, grid: tuple[int, int, int], *, uniform_power: bool = Tru
         [sincos_1d(dt, times.reshape(-1)), sincos_1d(dh, rows.reshape(-1)), sincos_1d(dw, cols.reshape(-1))], dim=1
     )
     return table[:, :dim].float()
+
+
+def resize_pos_embed(table: torch.Tensor, old_grid: tuple[int, ...], new_grid: tuple[int, ...]) -> torch.Tensor:
+    """A [1, N, D] position table over ``old_grid`` carried to ``new_grid`` (same object when the grids agree).
+
+    Images: bicubic over the (H, W) grid (timm's resampler). Video: a shorter
+    clip at the same spatial size takes the first time slots, as the V-JEPA
+    encoder does; any other change is trilinear over (T, H, W).
+    """
+    old_grid, new_grid = tuple(old_grid), tuple(new_grid)
+    if old_grid == new_grid:
+        return table
+    if len(old_grid) != len(new_grid) or len(old_grid) not in (2, 3):
+        raise ValueError(f"cannot resize a position table from grid {old_grid} to {new_grid}")
+    if len(old_grid) == 2:
+        return resample_abs_pos_embed(table, new_size=list(new_grid), old_size=list(old_grid), num_prefix_tokens=0)
+    dim = table.shape[-1]
+    if new_grid[1:] == old_grid[1:] and new_grid[0] < old_grid[0]:
+        return table[:, : math.prod(new_grid)]
+    volume = table.float().reshape(1, *old_grid, dim).permute(0, 4, 1, 2, 3)
+    volume = F.interpolate(volume, size=new_grid, mode="trilinear", align_corners=False)
+    return volume.permute(0, 2, 3, 4, 1).reshape(1, -1, dim).to(table.dtype)

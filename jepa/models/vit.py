@@ -7,6 +7,7 @@ between the two without renaming.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import partial
 
@@ -15,7 +16,7 @@ from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from jepa.models.pos_embed import sincos_2d, sincos_3d
+from jepa.models.pos_embed import resize_pos_embed, sincos_2d, sincos_3d
 
 
 @dataclass(frozen=True)
@@ -33,12 +34,23 @@ VIT_SIZES: dict[str, VitSize] = {
     "vit_large": VitSize(1024, 24, 16),
     "vit_huge": VitSize(1280, 32, 16),
     "vit_giant": VitSize(1408, 40, 16, 48 / 11),
+    "vit_giant_xformers": VitSize(1408, 40, 22, 48 / 11),  # the V-JEPA 2 giant (the reference's name)
 }
 
 
 def gather_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """Pick tokens ``idx`` [B, K] out of ``x`` [B, N, D] -> [B, K, D]."""
     return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def token_grid(x: torch.Tensor, kernel: tuple[int, ...]) -> tuple[int, ...]:
+    """The token grid of an input [B, C, (T,) H, W] under a patch/tubelet ``kernel`` that must tile it exactly."""
+    sizes = tuple(x.shape[2:])
+    if len(sizes) != len(kernel):
+        raise ValueError(f"input of shape {tuple(x.shape)} does not fit a {len(kernel)}-D patch embedding")
+    if any(s % k for s, k in zip(sizes, kernel)):
+        raise ValueError(f"input size {sizes} is not a multiple of the patch/tubelet size {tuple(kernel)}")
+    return tuple(s // k for s, k in zip(sizes, kernel))
 
 
 def make_blocks(dim: int, depth: int, num_heads: int, mlp_ratio: float) -> nn.ModuleList:
@@ -64,6 +76,15 @@ def init_weights(module: nn.Module, blocks: nn.ModuleList) -> None:
         block.mlp.fc2.weight.data.div_((2.0 * layer_id) ** 0.5)
 
 
+def init_patch_embed(patch_embed: nn.Module) -> None:
+    """Xavier on the flattened kernel (as MAE): with the reference 0.02 a small grey-scale
+    patch gives tokens that are mostly position, and training collapses (DESIGN.md)."""
+    proj = getattr(patch_embed, "proj", None)
+    if proj is not None:
+        nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
+        nn.init.zeros_(proj.bias)
+
+
 class TubeletEmbed(nn.Module):
     """Video [B, C, T, H, W] -> tokens [B, T/t * H/p * W/p, D] (ordered t -> h -> w) with one Conv3d."""
 
@@ -85,6 +106,8 @@ class VisionTransformer(nn.Module):
 
     ``forward(x, keep)`` embeds every patch but runs the blocks only on the
     kept token indices, which is where I-JEPA's context encoder saves compute.
+    Inputs of another size get the position table resized from ``grid``
+    (bicubic for images, trilinear for video; see :func:`resize_pos_embed`).
     """
 
     def __init__(
@@ -92,25 +115,29 @@ class VisionTransformer(nn.Module):
         *,
         patch_embed: nn.Module,
         pos_embed: torch.Tensor,
+        grid: tuple[int, ...],
         embed_dim: int,
         depth: int,
         num_heads: int,
         mlp_ratio: float = 4.0,
     ) -> None:
         super().__init__()
+        if pos_embed.numel() != math.prod(grid) * embed_dim:
+            raise ValueError(f"pos_embed of shape {tuple(pos_embed.shape)} does not fit grid {grid} x {embed_dim}")
         self.patch_embed = patch_embed
+        self.grid = tuple(grid)
         self.register_buffer("pos_embed", pos_embed.reshape(1, -1, embed_dim).clone())
         self.blocks = make_blocks(embed_dim, depth, num_heads, mlp_ratio)
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         init_weights(self, self.blocks)
-        proj = getattr(patch_embed, "proj", None)
-        if proj is not None:
-            # Xavier on the flattened kernel (as MAE): with the reference 0.02 a small grey-scale
-            # patch gives tokens that are mostly position, and training collapses (DESIGN.md).
-            nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
-            nn.init.zeros_(proj.bias)
+        init_patch_embed(patch_embed)
+
+    def regrid(self, grid: tuple[int, ...]) -> None:
+        """Make ``grid`` the native grid, resizing the position table once instead of on every call."""
+        self.pos_embed = resize_pos_embed(self.pos_embed, self.grid, grid).contiguous()
+        self.grid = tuple(grid)
 
     @property
     def num_tokens(self) -> int:
@@ -118,7 +145,8 @@ class VisionTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Images -> normed tokens [B, N, D], or [B, K, D] for ``keep`` indices [B, K]."""
-        tokens = self.patch_embed(x) + self.pos_embed
+        grid = token_grid(x, self.patch_embed.proj.kernel_size)
+        tokens = self.patch_embed(x) + resize_pos_embed(self.pos_embed, self.grid, grid)
         if keep is not None:
             tokens = gather_tokens(tokens, keep)
         for block in self.blocks:
@@ -151,10 +179,12 @@ def vit_2d(size: VitSize, *, img_size: int, patch_size: int, in_chans: int) -> V
     if img_size % patch_size:
         raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
     grid = img_size // patch_size
-    patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=size.embed_dim)
+    patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=size.embed_dim,
+                             strict_img_size=False)
     return VisionTransformer(
         patch_embed=patch_embed,
         pos_embed=sincos_2d(size.embed_dim, (grid, grid)),
+        grid=(grid, grid),
         embed_dim=size.embed_dim,
         depth=size.depth,
         num_heads=size.num_heads,
@@ -177,6 +207,7 @@ def vit_3d(
     return VisionTransformer(
         patch_embed=patch_embed,
         pos_embed=sincos_3d(size.embed_dim, grid),
+        grid=grid,
         embed_dim=size.embed_dim,
         depth=size.depth,
         num_heads=size.num_heads,
