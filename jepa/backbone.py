@@ -77,6 +77,7 @@ class LoadReport:
     missing: tuple[str, ...] = ()
     unexpected: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    ignored: tuple[str, ...] = ()  # keys in the file the chosen architecture has no use for (asked for, e.g. rope=True)
 
     def __str__(self) -> str:
         parts = [f"loaded {self.weights} of {self.source} ({self.format})"]
@@ -86,6 +87,8 @@ class LoadReport:
             parts.append(f"MISSING keys left at random init: {list(self.missing)}")
         if self.unexpected:
             parts.append(f"UNEXPECTED keys ignored: {list(self.unexpected)}")
+        if self.ignored:
+            parts.append(f"ignored keys unused by the chosen architecture: {list(self.ignored)}")
         return "; ".join(parts + list(self.notes))
 
 

@@ -22,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     export_p.add_argument("--arch", default=None, help="settles the head count when the width cannot (1408: 16 or 22)")
     export_p.add_argument("--img-size", type=int, default=None)
     export_p.add_argument("--num-frames", type=int, default=None)
+    export_p.add_argument("--rope", action=argparse.BooleanOptionalAction, default=None,
+                          help="--rope: V-JEPA 2 rotary positions (a pos_embed in the file is ignored); --no-rope: "
+                               "an absolute position table; default: inferred (rotary when there is no pos_embed)")
     args = parser.parse_args(argv)
     if args.command == "export":
         return _export(parser, args)
@@ -54,7 +57,7 @@ def _export(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     try:
         backbone = load_encoder(args.source, which=args.which, arch=args.arch, img_size=args.img_size,
-                                num_frames=args.num_frames)
+                                num_frames=args.num_frames, rope=args.rope)
     except (FileNotFoundError, ValueError) as err:
         parser.exit(2, f"jepa: error: {err}\n")
     folder = save_encoder(backbone, args.out_dir)

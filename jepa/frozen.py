@@ -33,6 +33,9 @@ def add_frozen_args(parser: argparse.ArgumentParser) -> None:
                         help="fashion-mnist, an image folder with train/ and val/ (or test/) class folders, moving-digits, "
                              "or a folder with train/ and val/ shard folders (video checkpoints); default: the run's data")
     parser.add_argument("--encoder", choices=["target", "context"], default="target")
+    parser.add_argument("--rope", action=argparse.BooleanOptionalAction, default=None,
+                        help="files without a config: --rope loads V-JEPA 2 rotary positions (a pos_embed in the file "
+                             "is ignored), --no-rope an absolute table; default: inferred, as jepa.load_encoder does")
     parser.add_argument("--train-size", type=int, default=None, help="probe-train items (default: the run's probe.train_size)")
     parser.add_argument("--random-init", action="store_true",
                         help="baseline: the same architecture at random init (seed + 1, as the end-of-run probe)")
@@ -51,6 +54,7 @@ class Frozen:
     device: torch.device
     autocast_dtype: torch.dtype | None
     cache_dir: Path
+    rope: bool | None = None  # the --rope/--no-rope choice: part of the feature-cache fingerprint when given
 
 
 class Tokens(nn.Module):
@@ -70,7 +74,7 @@ def _foreign_encoder(args: argparse.Namespace) -> tuple[Config, nn.Module]:
     if args.data is None:
         raise CheckpointError(f"{args.checkpoint} is not a jepa training checkpoint, so it has no data settings: "
                               "give --data")
-    backbone = load_encoder(args.checkpoint, which=args.encoder)
+    backbone = load_encoder(args.checkpoint, which=args.encoder, rope=args.rope)
     spec = backbone.spec
     cfg = Config()
     cfg.data.img_size, cfg.encoder.in_chans, cfg.encoder.patch_size = spec.img_size, spec.in_chans, spec.patch_size
@@ -89,6 +93,9 @@ def load_frozen(args: argparse.Namespace) -> Frozen:
     path = Path(args.checkpoint)
     state = {} if path.is_dir() or path.suffix == ".safetensors" else load_checkpoint(path, mmap=True)
     if state.get("format") == FORMAT:
+        if args.rope:
+            raise ValueError(f"--rope: {args.checkpoint} is a jepa training checkpoint, whose encoder uses a position "
+                             "table (its config says so); drop --rope")
         cfg, encoder = encoder_from_state(state, args.encoder, args.checkpoint)
         if args.random_init:
             torch.manual_seed(cfg.seed + 1)
@@ -104,7 +111,7 @@ def load_frozen(args: argparse.Namespace) -> Frozen:
     cache_dir = Path(args.cache_dir) if args.cache_dir else Path(args.checkpoint).parent / "features"
     print(f"probing the {weights} encoder of {args.checkpoint} on {cfg.data.source}", file=sys.stderr)
     return Frozen(args.checkpoint, cfg, encoder.to(device), weights, device, resolve_precision(args.precision, device),
-                  cache_dir)
+                  cache_dir, args.rope)
 
 
 def split_features(
@@ -123,6 +130,8 @@ def split_features(
             checkpoint=frozen.checkpoint, weights=frozen.weights, pooling=pooling, source=cfg.data.source,
             split=split, subset_size=size, img_size=cfg.data.img_size, seed=cfg.seed,
         )
+        if frozen.rope is not None:  # the same file read with other positions is another encoder
+            fingerprint["rope"] = frozen.rope
         name = f"{frozen.weights}-{split}"  # the pooling is in the fingerprint: probes on the same features share it
         hit = cache_hit(name, cache_dir=frozen.cache_dir, fingerprint=fingerprint, autocast_dtype=frozen.autocast_dtype)
         out[split] = cached_features(name, fn, dataset, cache_dir=frozen.cache_dir, fingerprint=fingerprint, **kwargs)

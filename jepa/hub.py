@@ -9,6 +9,15 @@ from ``fc1``, heads from the standard width table, RoPE from the absence of a
 ``pos_embed``. What the tensors cannot tell (16- vs 22-head giant, the frame
 count behind a 3-D position table) comes from ``arch`` / ``num_frames`` /
 ``img_size``, or is an error naming the choices.
+
+Rotary vs table positions: a V-JEPA 2 encoder has no parameter that a V-JEPA
+one lacks (RoPE adds none), and both trainers save the same top-level keys, so a
+V-JEPA 2 file that still carried an unused ``pos_embed`` would be tensor for
+tensor a V-JEPA file. ``rope=True`` / ``rope=False`` settles it; when a 3-D table
+is taken as V-JEPA by inference, the report says so and names ``rope=True``. The
+one counter-signal a file can hold is its predictor: the V-JEPA predictor always
+stores a ``predictor_pos_embed``, the V-JEPA 2 (RoPE) one never does, so a table
+encoder next to a table-less predictor is refused until ``rope`` is given.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ def load_encoder(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     *,
+    rope: bool | None = None,
     strict: bool = True,
     verbose: bool = True,
 ) -> Backbone:
@@ -55,6 +65,9 @@ def load_encoder(
     ``arch``: a name from ``VIT_SIZES`` for weights whose head count the width cannot tell.
     ``img_size`` / ``num_frames``: the input the backbone should expect; they also pick
     the frame count behind a 3-D position table. A position table is resized once here.
+    ``rope``: None infers the positions (no ``pos_embed``: rotary, V-JEPA 2); True forces
+    V-JEPA 2 rotary positions (a ``pos_embed`` in the file is unused and reported as
+    ignored); False forces an absolute position table.
     ``strict=False`` allows a partial load (missing keys stay at random init), reported.
     ``dtype`` defaults to float32.
     """
@@ -65,28 +78,39 @@ def load_encoder(
     for name, value in (("img_size", img_size), ("num_frames", num_frames)):
         if value is not None and value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
+    if rope not in (None, True, False):
+        raise ValueError(f"rope must be True, False or None (infer), got {rope!r}")
     path = Path(source)
     if path.is_dir() or path.suffix == ".safetensors":
-        backbone = _from_safetensors(path, arch, img_size, num_frames, strict)
+        backbone = _from_safetensors(path, arch, img_size, num_frames, rope, strict)
     else:
         state = load_checkpoint(path, mmap=True)
         if state.get("format") == FORMAT:
-            backbone = _from_training_checkpoint(path, state, which, arch, img_size, num_frames)
+            backbone = _from_training_checkpoint(path, state, which, arch, img_size, num_frames, rope)
         else:
             weights, entry = _encoder_entry(path, state, which)
-            backbone = _from_weights(weights, str(path), entry, arch, img_size, num_frames, strict)
+            backbone = _from_weights(weights, str(path), entry, arch, img_size, num_frames, rope, strict,
+                                     _predictor_positions(state))
     if verbose:
         print(backbone.report, file=sys.stderr)
     return backbone.to(device=device, dtype=dtype or torch.float32).eval().requires_grad_(False)
 
 
+def _check_rope(path: Path, spec: EncoderSpec, rope: bool | None) -> None:
+    """A file that describes itself (config inside) may be told its positions only if that agrees."""
+    if rope is not None and rope != (spec.positions == "rope"):
+        raise ValueError(f"{path} describes its own encoder, which uses {spec.positions} positions: "
+                         f"rope={rope} contradicts it; drop rope=")
+
+
 def _from_training_checkpoint(path: Path, state: dict[str, Any], which: str, arch: str | None,
-                              img_size: int | None, num_frames: int | None) -> Backbone:
+                              img_size: int | None, num_frames: int | None, rope: bool | None) -> Backbone:
     if arch is not None:
         raise ValueError(f"{path} is a jepa training checkpoint: its architecture comes from its config, drop arch=")
     entry = ENTRIES[which]
     cfg, encoder = encoder_from_state(state, which, str(path))
     spec = spec_from_config(cfg)
+    _check_rope(path, spec, rope)
     if num_frames is not None and not spec.is_video:
         raise ValueError(f"num_frames is for video encoders; {path} holds an image encoder")
     target = replace(spec, img_size=img_size or spec.img_size, num_frames=num_frames or spec.num_frames)
@@ -95,15 +119,16 @@ def _from_training_checkpoint(path: Path, state: dict[str, Any], which: str, arc
 
 
 def _from_safetensors(path: Path, arch: str | None, img_size: int | None, num_frames: int | None,
-                      strict: bool) -> Backbone:
+                      rope: bool | None, strict: bool) -> Backbone:
     exported = read_export(path)
     if exported is None:  # a bare safetensors state dict (e.g. a timm model's)
         weights_path = path / WEIGHTS_FILE if path.is_dir() else path
         return _from_weights(read_safetensors(weights_path), str(weights_path), None, arch, img_size, num_frames,
-                             strict)
+                             rope, strict)
     if arch is not None:
         raise ValueError(f"{path} is a jepa export: its architecture comes from its config.json, drop arch=")
     spec, weights = exported
+    _check_rope(path, spec, rope)
     if num_frames is not None and not spec.is_video:
         raise ValueError(f"num_frames is for video encoders; {path} holds an image encoder")
     encoder, missing, unexpected = _load(spec, weights, strict, str(path))
@@ -128,6 +153,14 @@ def _encoder_entry(path: Path, state: dict[str, Any], which: str) -> tuple[dict[
     )
 
 
+def _predictor_positions(state: dict[str, Any]) -> str | None:
+    """How the file's predictor encodes positions: "table" (V-JEPA, I-JEPA), "rope" (V-JEPA 2), None (no predictor)."""
+    predictor = state.get("predictor")
+    if not isinstance(predictor, dict) or not any("predictor_blocks." in key for key in predictor):
+        return None
+    return "table" if any(key.endswith("predictor_pos_embed") for key in predictor) else "rope"
+
+
 def strip_prefix(weights: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
     """Remove the ``module.`` (DDP) and ``backbone.`` (V-JEPA wrapper) prefixes every key carries."""
     prefix = ""
@@ -138,15 +171,32 @@ def strip_prefix(weights: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tens
 
 
 def _from_weights(raw: dict[str, torch.Tensor], source: str, entry: str | None, arch: str | None,
-                  img_size: int | None, num_frames: int | None, strict: bool) -> Backbone:
+                  img_size: int | None, num_frames: int | None, rope: bool | None, strict: bool,
+                  predictor_positions: str | None = None) -> Backbone:
     weights, prefix = strip_prefix(raw)
-    native, target = infer_spec(weights, arch=arch, img_size=img_size, num_frames=num_frames)
+    native, target = infer_spec(weights, arch=arch, img_size=img_size, num_frames=num_frames, rope=rope)
+    inferred_table = rope is None and native.is_video and native.positions == "table"
+    if inferred_table and predictor_positions == "rope":
+        raise CheckpointError(
+            f"{source}: the encoder has a 3-D position table (V-JEPA) but the predictor saved with it has no "
+            "'predictor_pos_embed' (a rotary predictor, as V-JEPA 2 trains): pass rope=True for a V-JEPA 2 "
+            "encoder (its pos_embed is then ignored) or rope=False for a V-JEPA one"
+        )
     fmt = _format_name(native, entry)
-    if "pos_embed" in weights:
+    ignored: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    if native.positions == "rope" and "pos_embed" in weights:  # only with rope=True: RoPE has no use for a table
+        weights = {k: v for k, v in weights.items() if k != "pos_embed"}
+        ignored = ("pos_embed",)
+    elif "pos_embed" in weights:
         weights = {**weights, "pos_embed": weights["pos_embed"].reshape(1, -1, native.embed_dim)}
+    if inferred_table:
+        notes = ("positions: an absolute 3-D table, inferred from the file's pos_embed; a V-JEPA 2 file that "
+                 "still carries an unused pos_embed looks exactly the same, so if this is V-JEPA 2 load it with "
+                 "rope=True (jepa export / probe programs: --rope)",)
     encoder, missing, unexpected = _load(native, weights, strict, source)
-    notes = _regrid(encoder, native, target)
-    report = LoadReport(source, fmt, entry or "state dict", prefix, missing, unexpected, notes)
+    notes += _regrid(encoder, native, target)
+    report = LoadReport(source, fmt, entry or "state dict", prefix, missing, unexpected, notes, ignored)
     return Backbone(encoder, target, report)
 
 
@@ -159,8 +209,11 @@ def _format_name(spec: EncoderSpec, entry: str | None) -> str:
 
 
 def infer_spec(weights: dict[str, torch.Tensor], *, arch: str | None = None, img_size: int | None = None,
-               num_frames: int | None = None) -> tuple[EncoderSpec, EncoderSpec]:
-    """(native, requested) specs of prefix-free ViT weights: the one the tensors were trained at and the one asked for."""
+               num_frames: int | None = None, rope: bool | None = None) -> tuple[EncoderSpec, EncoderSpec]:
+    """(native, requested) specs of prefix-free ViT weights: the one the tensors were trained at and the one asked for.
+
+    ``rope`` None: rotary positions exactly when there is no ``pos_embed``; True / False: as told.
+    """
     kernel = weights.get("patch_embed.proj.weight")
     if kernel is None or kernel.ndim not in (4, 5):
         raise CheckpointError("no 2-D/3-D 'patch_embed.proj.weight' among the weights: not a ViT encoder "
@@ -178,14 +231,20 @@ def infer_spec(weights: dict[str, torch.Tensor], *, arch: str | None = None, img
         mlp_ratio=fc1.shape[0] / embed_dim, patch_size=patch_size, in_chans=in_chans,
         mean=_default_norm(IMAGENET_MEAN, in_chans), std=_default_norm(IMAGENET_STD, in_chans),
     )
+    has_table = "pos_embed" in weights
+    if rope is False and not has_table:
+        raise CheckpointError("rope=False, but the weights have no 'pos_embed' to take absolute positions from")
     if tubelet_size is None:
+        if rope:
+            raise ValueError("rope=True: rotary positions (V-JEPA 2) are for video encoders with a 3-D (tubelet) "
+                             "patch embedding; these weights have a 2-D one")
         if num_frames is not None:
             raise ValueError("num_frames is for video encoders; these weights have a 2-D patch embedding")
-        if "pos_embed" not in weights:
+        if not has_table:
             raise CheckpointError("a 2-D patch embedding without 'pos_embed': unknown position scheme")
         native = EncoderSpec(**base, img_size=_square_side(weights["pos_embed"].shape[-2]) * patch_size)
         return native, replace(native, img_size=img_size or native.img_size)
-    if "pos_embed" not in weights:  # V-JEPA 2: rotary positions in attention
+    if rope or (rope is None and not has_table):  # V-JEPA 2: rotary positions in attention
         requested = EncoderSpec(**base, tubelet_size=tubelet_size, positions="rope",
                                 img_size=img_size or VJEPA2_DEFAULTS["img_size"],
                                 num_frames=num_frames or VJEPA2_DEFAULTS["num_frames"])

@@ -153,6 +153,76 @@ def test_vjepa2_checkpoint_matches_huggingface_vjepa2model(tmp_path, monkeypatch
         assert (backbone.forward_features(clip) - theirs).abs().max() > 1e-2
 
 
+def _with_pos_embed(path, rows):
+    """The file with a (never used) 3-D table added to both encoders, as a V-JEPA 2 file might still carry."""
+    state = torch.load(path, weights_only=True)
+    for entry in ("encoder", "target_encoder"):
+        width = state[entry]["module.backbone.norm.weight"].shape[0]
+        state[entry]["module.backbone.pos_embed"] = torch.randn(1, rows, width)
+    torch.save(state, path)
+    return path
+
+
+def test_vjepa2_file_with_an_unused_pos_embed_loads_exactly_with_rope_true(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    make = lambda: _randomise(vit_rope(resolve_size("vit_large", depth=2), patch_size=16, tubelet_size=2, in_chans=3))
+    context, target = make(), make()
+    path = _with_pos_embed(_official(tmp_path / "vitl.pt", context, target, "module.backbone."), rows=27)
+    backbone = load_encoder(path, rope=True)
+    printed = capsys.readouterr().err
+    assert "(V-JEPA 2)" in printed and "ignored keys unused by the chosen architecture: ['pos_embed']" in printed
+    report = backbone.report
+    assert (report.format, report.ignored, report.unexpected, report.missing) == ("V-JEPA 2", ("pos_embed",), (), ())
+    assert backbone.spec.positions == "rope"
+    hf = _hf_vjepa2(target, crop_size=48, frames=6)
+    clip = torch.randn(2, 3, 6, 48, 48)
+    with torch.no_grad():
+        theirs = hf(clip.permute(0, 2, 1, 3, 4), skip_predictor=True).last_hidden_state
+        torch.testing.assert_close(backbone.forward_features(clip), theirs, atol=1e-4, rtol=0)
+
+        # left to inference the same file is a V-JEPA encoder (its table says so), and the printout says how to force RoPE
+        table = load_encoder(path, num_frames=6)
+        printed = capsys.readouterr().err
+        assert "(V-JEPA)" in printed and "inferred from the file's pos_embed" in printed and "rope=True" in printed
+        assert table.report.format == "V-JEPA" and table.spec.positions == "table" and table.report.ignored == ()
+        assert (table.forward_features(clip) - theirs).abs().max() > 1e-2  # the wrong encoder rope=True avoids
+    told = load_encoder(path, num_frames=6, rope=False, verbose=False)
+    assert told.report.format == "V-JEPA" and not any("inferred" in note for note in told.report.notes)
+
+
+def test_table_encoder_beside_a_rotary_predictor_is_refused_until_rope_is_given(tmp_path, capsys):
+    from jepa.cli import main
+
+    torch.manual_seed(0)
+    make = lambda: _randomise(vit_3d(resolve_size("vit_tiny", depth=2), img_size=32, num_frames=4, patch_size=8,
+                                     tubelet_size=2, in_chans=3))
+    context, target = make(), make()
+    path = _official(tmp_path / "v.pth", context, target, "module.backbone.")
+    state = torch.load(path, weights_only=True)
+    state["predictor"] = {"module.backbone.predictor_blocks.0.mlp.fc1.weight": torch.randn(8, 4)}  # no table: RoPE
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"no 'predictor_pos_embed'.*pass rope=True.*or rope=False"):
+        load_encoder(path, num_frames=4)
+    clip = torch.randn(1, 3, 4, 32, 32)
+    as_table = load_encoder(path, num_frames=4, rope=False, verbose=False)
+    as_rope = load_encoder(path, rope=True, verbose=False)
+    assert (as_table.report.format, as_rope.report.format, as_rope.report.ignored) == ("V-JEPA", "V-JEPA 2",
+                                                                                       ("pos_embed",))
+    with torch.no_grad():
+        torch.testing.assert_close(as_table.forward_features(clip), target(clip))
+    # the CLI passes the choice on: --rope / --no-rope
+    assert main(["export", str(path), str(tmp_path / "rope"), "--rope"]) == 0
+    assert main(["export", str(path), str(tmp_path / "table"), "--no-rope", "--num-frames", "4"]) == 0
+    capsys.readouterr()
+    assert load_encoder(tmp_path / "rope", verbose=False).spec.positions == "rope"
+    assert load_encoder(tmp_path / "table", verbose=False).spec.positions == "table"
+    # a predictor with its table is no counter-signal: inference stands, with its note
+    state["predictor"]["module.backbone.predictor_pos_embed"] = torch.randn(1, 32, 8)
+    torch.save(state, path)
+    assert "rope=True" in str(load_encoder(path, num_frames=4, verbose=False).report)
+
+
 def test_vjepa2_giant_head_count_comes_from_arch():
     weights = {"patch_embed.proj.weight": torch.empty(1408, 3, 2, 16, 16, device="meta"),
                "blocks.0.mlp.fc1.weight": torch.empty(6144, 1408, device="meta"),
@@ -163,6 +233,8 @@ def test_vjepa2_giant_head_count_comes_from_arch():
     assert (native.num_heads, native.depth, native.positions, native.tubelet_size) == (22, 2, "rope", 2)
     assert native.mlp_ratio == pytest.approx(48 / 11)
     assert infer_spec(weights, arch="vit_giant")[0].num_heads == 16
+    with pytest.raises(CheckpointError, match="rope=False, but the weights have no 'pos_embed'"):
+        infer_spec(weights, arch="vit_giant", rope=False)
     with pytest.raises(ValueError, match="1024 wide but the weights are 1408 wide"):
         infer_spec(weights, arch="vit_large")
     weights["patch_embed.proj.weight"] = torch.empty(1000, 3, 2, 16, 16, device="meta")
@@ -196,6 +268,10 @@ def test_bad_sources_get_clear_errors(tmp_path):
         load_encoder(path, which="ema")
     with pytest.raises(ValueError, match="unknown arch"):
         load_encoder(path, arch="vit_colossal")
+    with pytest.raises(ValueError, match="rope must be True, False or None"):
+        load_encoder(path, which="context", rope="yes")
+    with pytest.raises(ValueError, match="rope=True: rotary positions .* 2-D one"):
+        load_encoder(path, which="context", rope=True)
     with pytest.raises(ValueError, match="num_frames is for video encoders"):
         load_encoder(path, which="context", num_frames=16)
     torch.save({"epoch": 1, "lr": 0.1}, tmp_path / "junk.pth")
@@ -235,3 +311,6 @@ def test_our_training_checkpoint_keeps_its_config_and_normalisation(tmp_path):
         torch.testing.assert_close(backbone.forward_features(x), target(x))
     with pytest.raises(ValueError, match="architecture comes from its config"):
         load_encoder(path, arch="vit_tiny")
+    with pytest.raises(ValueError, match="uses table positions: rope=True contradicts it"):
+        load_encoder(path, rope=True)
+    assert load_encoder(path, rope=False, verbose=False).spec.positions == "table"
