@@ -82,7 +82,8 @@ class Bench:
     def step(self, step: int) -> float:
         """One full training step (collate + train_step); returns the collate seconds."""
         start = time.perf_counter()
-        batch = self.collate([(image, 0, step) for image in self.images])  # (image, label, batch index)
+        first = step * len(self.images)
+        batch = self.collate([(image, 0, first + i) for i, image in enumerate(self.images)])  # (image, label, position)
         collate_s = time.perf_counter() - start
         train_step(self.model, self.optimizer, [batch], accelerator=self.accelerator,
                    values=step_values(step, self.cfg), autocast_dtype=self.autocast_dtype,
@@ -99,7 +100,7 @@ def build_bench(cfg: Config) -> Bench:
     side = cfg.data.img_size
     images = torch.randn(cfg.data.batch_size, cfg.encoder.in_chans, side, side)
     return Bench(cfg, accelerator, model, accelerator.unwrap_model(model), optimizer,
-                 MaskCollator(build_masks(cfg), seed=cfg.seed), images,
+                 MaskCollator(build_masks(cfg), seed=cfg.seed, global_batch=cfg.data.batch_size), images,
                  resolve_precision(cfg.train.precision, accelerator.device))
 
 

@@ -11,6 +11,7 @@ from jepa.config import Config, ConfigError
 from jepa.data import fashion_mnist
 from jepa.data.image_folder import ImageFolder, split_folder
 from jepa.data.pretrain import LabelledTensors
+from jepa.distributed import gather_batch
 from jepa.losses import JEPALoss
 from jepa.data.video_data import is_video_source
 from jepa.masks import BlockSpec, MaskGenerator, MultiBlock3DMasks, MultiBlockMasks, RandomTubeMasks
@@ -55,7 +56,8 @@ def build_jepa(cfg: Config) -> JEPA:
         num_heads=p.num_heads,
         num_mask_tokens=num_mask_sets(cfg),
     )
-    loss = JEPALoss(kind=cfg.loss.kind, var_coeff=cfg.loss.var_coeff, cov_coeff=cfg.loss.cov_coeff)
+    loss = JEPALoss(kind=cfg.loss.kind, var_coeff=cfg.loss.var_coeff, cov_coeff=cfg.loss.cov_coeff,
+                    gather=gather_batch)
     return JEPA(encoder=encoder, predictor=predictor, loss=loss)
 
 
