@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+from jepa.distributed import DistributedEnvError, StopVote, check_distributed_env, gather_batch
+
+GOOD = {"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2",
+        "MASTER_ADDR": "node0", "MASTER_PORT": "29500"}
+
+
+def test_no_variables_is_one_process():
+    assert check_distributed_env({}) is None
+    assert check_distributed_env({"SLURM_NTASKS": "1"}) is None
+
+
+def test_complete_environment_is_read():
+    env = check_distributed_env(GOOD)
+    assert (env.rank, env.world_size, env.local_rank, env.master_addr, env.master_port) == (1, 4, 1, "node0", 29500)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"MASTER_ADDR": None}, "MASTER_ADDR missing"),
+        ({"RANK": None, "LOCAL_RANK": None}, "RANK, LOCAL_RANK missing"),
+        ({"RANK": "4"}, "RANK=4 is outside WORLD_SIZE=4"),
+        ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' is not an integer"),
+        ({"LOCAL_RANK": "2"}, "LOCAL_RANK=2 is outside LOCAL_WORLD_SIZE=2"),
+        ({"LOCAL_WORLD_SIZE": "3"}, "not a multiple of LOCAL_WORLD_SIZE=3"),
+        ({"MASTER_PORT": "70000"}, "not a port number"),
+    ],
+)
+def test_missing_or_inconsistent_variables_are_named(change, message):
+    env = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
+    with pytest.raises(DistributedEnvError, match=message):
+        check_distributed_env(env)
+
+
+def test_multi_task_slurm_step_without_torch_variables_refuses_to_train_alone():
+    with pytest.raises(DistributedEnvError, match="one of 8 SLURM tasks"):
+        check_distributed_env({"SLURM_NTASKS": "8"})
+
+
+def test_train_refuses_a_launch_environment_it_cannot_honour(monkeypatch, tmp_path):
+    from jepa.config import load_config
+    from jepa.train import train
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(DistributedEnvError, match="LOCAL_RANK, MASTER_ADDR, MASTER_PORT missing"):
+        train(load_config(None, [f"run_dir={tmp_path}", "train.steps=1", "probe.enabled=false"]))
+
+
+def test_single_process_vote_and_gather_are_local():
+    vote = StopVote(None)
+    assert vote(0) == 0 and vote(15) == 15
+    vote.close()
+    z = torch.randn(3, 4)
+    assert gather_batch(z) is z
