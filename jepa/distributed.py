@@ -8,7 +8,7 @@ variable and the launcher to use.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -126,3 +126,35 @@ def gather_batch(z: torch.Tensor) -> torch.Tensor:
     import torch.distributed.nn.functional as dist_fn
 
     return torch.cat(dist_fn.all_gather(z), dim=0)
+
+
+class ReplicaMismatch(RuntimeError):
+    """Ranks hold different weights: their updates diverged, so a checkpoint of rank 0 would not be the run."""
+
+
+def fingerprint(module: torch.nn.Module) -> torch.Tensor:
+    """[2] float64: the sum and the sum of squares of every parameter and buffer."""
+    values = [t.detach().double() for t in (*module.parameters(), *module.buffers())]
+    return torch.stack([sum(v.sum() for v in values), sum(v.pow(2).sum() for v in values)])
+
+
+def mismatched(gathered: torch.Tensor, names: list[str], rtol: float = 1e-9) -> list[str]:
+    """Names whose fingerprints differ between ranks; ``gathered`` is [world, len(names), 2]."""
+    spread = (gathered - gathered[:1]).abs().amax(dim=(0, 2))
+    scale = gathered[0].abs().amax(dim=1).clamp_min(1.0)
+    return [name for name, s, m in zip(names, spread.tolist(), scale.tolist()) if s > rtol * m]
+
+
+def check_replicas_agree(
+    modules: dict[str, torch.nn.Module], gather: Callable[[torch.Tensor], torch.Tensor]
+) -> None:
+    """Raise :class:`ReplicaMismatch` unless every rank holds the same ``modules`` (e.g. encoder, EMA target).
+
+    ``gather`` is the all-gather that stacks a tensor from every rank (``Accelerator.gather``).
+    """
+    local = torch.stack([fingerprint(m) for m in modules.values()])
+    device = next(next(iter(modules.values())).parameters()).device
+    gathered = gather(local[None].to(device)).cpu()
+    bad = mismatched(gathered, list(modules))
+    if bad:
+        raise ReplicaMismatch(f"ranks disagree on {', '.join(bad)}; their training has diverged")

@@ -29,7 +29,7 @@ from jepa.config import Config, ConfigError, save_config, to_dict
 from jepa.data.pretrain import MaskCollator, SeededViews, train_transform
 from jepa.data.sampling import StepSampler
 from jepa.data.video_data import video_train_loader
-from jepa.distributed import DistributedEnvError, StopVote, check_distributed_env
+from jepa.distributed import DistributedEnvError, StopVote, check_distributed_env, check_replicas_agree
 from jepa.evaluation import per_frame_pooled, pooled, probe_datasets, probe_features, raw_pixels
 from jepa.losses import effective_rank, feature_std
 from jepa.masks import MaskSet
@@ -388,6 +388,9 @@ def _loop(cfg: Config, model, core: JEPA, optimizer, accelerator: Accelerator, l
                         f"parameters became non-finite by step {done}; the last good checkpoint "
                         f"(step {last_good}) is kept at {ckpt_path}"
                     )
+                if accelerator.num_processes > 1:
+                    check_replicas_agree({"encoder": core.encoder, "target_encoder": core.target_encoder,
+                                          "predictor": core.predictor}, accelerator.gather)
                 if main:
                     save_checkpoint(checkpoint_state(core, optimizer, done, cfg, restarts=progress.restarts),
                                     ckpt_path)

@@ -56,3 +56,18 @@ def test_single_process_vote_and_gather_are_local():
     vote.close()
     z = torch.randn(3, 4)
     assert gather_batch(z) is z
+
+
+def test_replica_check_names_the_module_that_diverged():
+    from jepa.distributed import ReplicaMismatch, check_replicas_agree, fingerprint, mismatched
+
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    b.load_state_dict(a.state_dict())
+    same = torch.stack([torch.stack([fingerprint(a)]), torch.stack([fingerprint(b)])])
+    assert mismatched(same, ["encoder"]) == []
+    with torch.no_grad():
+        b.bias[0] += 1e-4
+    other = torch.stack([torch.stack([fingerprint(a)]), torch.stack([fingerprint(b)])])
+    assert mismatched(other, ["target_encoder"]) == ["target_encoder"]
+    with pytest.raises(ReplicaMismatch, match="disagree on target_encoder"):
+        check_replicas_agree({"target_encoder": a}, lambda t: torch.cat([t, t + 1e-3]))
