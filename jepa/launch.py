@@ -173,10 +173,16 @@ def launch(cfg: Config, res: Resources, *, cluster: str | None = None) -> submit
         cfg.run_dir = new_run_dir()
     run_dir = Path(cfg.run_dir).resolve()
     cfg.run_dir = str(run_dir)
+    existed = run_dir.exists()
+    try:
+        executor = make_executor(run_dir / "submitit", res, cluster=cluster)
+    except ConfigError:
+        if not existed:  # submitit made the folder; a refused request leaves nothing behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     run_dir.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(run_dir / FAILURES, ignore_errors=True)
     save_config(cfg, run_dir / "config.yaml")
-    executor = make_executor(run_dir / "submitit", res, cluster=cluster)
     return executor.submit(TrainJob(to_dict(cfg)))
 
 

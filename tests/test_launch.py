@@ -142,3 +142,18 @@ def test_slurm_executor_gets_the_requested_resources(tmp_path, monkeypatch):
 def test_local_executor_refuses_several_nodes(tmp_path):
     with pytest.raises(ConfigError, match="one node"):
         make_executor(tmp_path, Resources(nodes=2), cluster="local")
+
+
+def test_cli_launch_refuses_bad_requests_before_submitting(tmp_path, capsys):
+    from jepa.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["launch", "--cluster", "local", "--nodes", "2", f"run_dir={tmp_path / 'a'}"])
+    assert exit_info.value.code == 2 and "one node" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["launch", "--cluster", "local", "--tasks-per-node", "3", "data.batch_size=16", f"run_dir={tmp_path / 'b'}"])
+    assert "not divisible by 3 process(es)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["launch", "--time", "soon", f"run_dir={tmp_path / 'c'}"])
+    assert "time limit" in capsys.readouterr().err
+    assert not any((tmp_path / name).exists() for name in "abc")

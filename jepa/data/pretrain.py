@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torchvision.transforms import v2
@@ -71,6 +71,14 @@ class MaskCollator:
     mask_generator: MaskGenerator
     seed: int
     global_batch: int
+    _cache: tuple[int, list[MaskSet]] | None = field(default=None, init=False, repr=False)
+
+    def _step_masks(self, step: int) -> list[MaskSet]:
+        """The global batch's masks of ``step``, kept for the step's next micro-batch (~25 ms for 2048 on 14x14)."""
+        if self._cache is None or self._cache[0] != step:
+            g = torch.Generator().manual_seed(derive_seed(self.seed, 3, step))
+            self._cache = (step, self.mask_generator(self.global_batch, g))
+        return self._cache[1]
 
     def __call__(self, samples: list[tuple[torch.Tensor | None, int, int]]) -> dict[str, Any]:
         step = samples[0][2] // self.global_batch
@@ -80,9 +88,8 @@ class MaskCollator:
         bad = len(samples) - len(good)
         if not good:
             raise RuntimeError(f"every sample of a micro-batch of step {step} was unreadable")
-        g = torch.Generator().manual_seed(derive_seed(self.seed, 3, step))
         rows = torch.tensor([s[2] - step * self.global_batch for s in good])
-        masks = [MaskSet(*(idx[rows] for idx in mask_set)) for mask_set in self.mask_generator(self.global_batch, g)]
+        masks = [MaskSet(*(idx[rows] for idx in mask_set)) for mask_set in self._step_masks(step)]
         return {
             "inputs": torch.stack([s[0] for s in good]),
             "labels": torch.tensor([s[1] for s in good], dtype=torch.long),
