@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     launch_p.add_argument("--mem", help="memory per node, e.g. 64G")
     launch_p.add_argument("--constraint")
     launch_p.add_argument("--job-name", default="jepa")
+    launch_p.add_argument("--max-timeouts", type=int, default=20,
+                          help="times a job that hits its time limit is requeued (preemptions do not count)")
     launch_p.add_argument("--cluster", choices=["auto", "slurm", "local"], default="auto",
                           help="auto: SLURM when sbatch is available, else local processes")
     launch_p.add_argument("--wait", action="store_true", help="block until a SLURM job ends (local jobs always wait)")
@@ -71,6 +73,7 @@ def _launch(args: argparse.Namespace, cfg: Config, parser: argparse.ArgumentPars
             cpus_per_task=args.cpus_per_task, time_min=parse_time(args.time),
             mem_gb=parse_mem(args.mem) if args.mem else None, partition=args.partition, account=args.account,
             qos=args.qos, constraint=args.constraint, job_name=args.job_name,
+            max_timeouts=args.max_timeouts,
         )
         job = launch(cfg, res, cluster=None if args.cluster == "auto" else args.cluster)
     except ConfigError as err:

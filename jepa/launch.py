@@ -50,6 +50,7 @@ class Resources:
     qos: str | None = None
     constraint: str | None = None
     job_name: str = "jepa"
+    max_timeouts: int = 20  # requeues after hitting the time limit (preemptions do not count)
 
     def __post_init__(self) -> None:
         if self.nodes < 1 or self.gpus_per_node < 0 or self.time_min < 1:
@@ -94,7 +95,9 @@ def parse_mem(text: str) -> float:
 
 def make_executor(folder: Path, res: Resources, *, cluster: str | None = None) -> submitit.AutoExecutor:
     """An executor for ``res``: SLURM when ``sbatch`` is there (or ``cluster='slurm'``), else local processes."""
-    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    executor = submitit.AutoExecutor(
+        folder=folder, cluster=cluster, slurm_max_num_timeout=res.max_timeouts, local_max_num_timeout=res.max_timeouts
+    )
     params: dict[str, Any] = {
         "name": res.job_name, "nodes": res.nodes, "tasks_per_node": res.tasks,
         "gpus_per_node": res.gpus_per_node, "timeout_min": res.time_min,
@@ -140,13 +143,15 @@ class TrainJob(Checkpointable):
         self.config = config
 
     def __call__(self) -> dict[str, Any]:
-        from jepa.train import STOP_SIGNALS, TrainingStopped, train
+        from jepa.train import TrainingStopped, train
 
         dist_env = TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
         cfg = from_dict(self.config)
         preempt = preemption_signal()
         try:
-            return train(cfg, stop_signals=(*STOP_SIGNALS, preempt))
+            # SIGTERM stays with submitit (ignored): SLURM sends it on preemption next to USR2, and
+            # stopping on it would end the job instead of requeueing it
+            return train(cfg, stop_signals=(signal.SIGINT, preempt))
         except TrainingStopped as stop:
             if stop.signal_name != preempt.name:
                 raise

@@ -135,6 +135,7 @@ def test_slurm_executor_gets_the_requested_resources(tmp_path, monkeypatch):
     assert (p["nodes"], p["ntasks_per_node"], p["gpus_per_node"], p["time"]) == (2, 4, 4, 120)
     assert (p["partition"], p["account"], p["qos"], p["constraint"], p["job_name"]) == ("gpu", "lab", "high", "h100", "ijepa")
     assert "--kill-on-bad-exit=1" in p["srun_args"]
+    assert executor._executor.max_num_timeout == 20
     text = executor._executor._make_submission_file_text("python -m submitit.core._submit x", "uid")
     assert "#SBATCH --ntasks-per-node=4" in text and "#SBATCH --signal=USR2" in text
 
