@@ -8,11 +8,14 @@ variable and the launcher to use.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from jepa.losses import local_batch
 
 REQUIRED = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 _INTEGERS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_PORT")
@@ -114,18 +117,38 @@ class StopVote:
             self._work = None
 
 
-def gather_batch(z: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``z`` [N, ...] over all ranks, with gradients flowing back to each rank's part.
+class BatchGather:
+    """Concatenate a per-rank batch ``z`` [N, ...] over all ranks, gradients flowing back to each rank's rows.
 
     Batch statistics (the VICReg variance and covariance) then cover the whole per-step batch of
     all ranks, as in one process: the autograd all-gather sums the gradient of every rank's copy
-    of the loss, and DDP's average over ranks turns that into the gradient of one copy.
+    of the loss, and DDP's average over ranks turns that into the gradient of one copy. Ranks may
+    hold different N (unreadable samples are dropped): the sizes travel over a CPU (gloo) group,
+    so learning them costs no device sync, and shorter batches are padded for the exchange.
     """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return z
-    import torch.distributed.nn.functional as dist_fn
 
-    return torch.cat(dist_fn.all_gather(z), dim=0)
+    def __init__(self, group: dist.ProcessGroup, world_size: int) -> None:
+        self.group = group
+        self.world_size = world_size
+
+    @classmethod
+    def for_world(cls, world_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A gather over all ranks when distributed (every rank must call this), else the identity."""
+        return cls(dist.new_group(backend="gloo"), world_size) if world_size > 1 else local_batch
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        import torch.distributed.nn.functional as dist_fn
+
+        sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(self.world_size)]
+        dist.all_gather(sizes, torch.tensor([len(z)]), group=self.group)
+        counts = [int(n) for n in sizes]
+        longest = max(counts)
+        if len(z) < longest:
+            z = torch.cat([z, z.new_zeros(longest - len(z), *z.shape[1:])])
+        with warnings.catch_warnings():  # its replacement's backward needs reduce_scatter, which gloo lacks
+            warnings.filterwarnings("ignore", "torch.distributed.nn.functional.all_gather is deprecated", FutureWarning)
+            parts = dist_fn.all_gather(z)
+        return torch.cat([part[:n] for part, n in zip(parts, counts)])
 
 
 class ReplicaMismatch(RuntimeError):

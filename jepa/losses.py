@@ -62,7 +62,8 @@ def effective_rank(z: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     return torch.exp(-(p * p.log()).sum())
 
 
-def _same(z: torch.Tensor) -> torch.Tensor:
+def local_batch(z: torch.Tensor) -> torch.Tensor:
+    """The batch statistics' samples in one process: this batch as it is."""
     return z
 
 
@@ -75,7 +76,7 @@ class JEPALoss(nn.Module):
 
     def __init__(
         self, *, kind: LossKind = "smooth_l1", var_coeff: float = 0.0, cov_coeff: float = 0.0,
-        gather: Callable[[torch.Tensor], torch.Tensor] = _same,
+        gather: Callable[[torch.Tensor], torch.Tensor] = local_batch,
     ) -> None:
         super().__init__()
         if kind not in ("smooth_l1", "l1", "l2"):

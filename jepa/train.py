@@ -29,7 +29,9 @@ from jepa.config import Config, ConfigError, save_config, to_dict
 from jepa.data.pretrain import MaskCollator, SeededViews, train_transform
 from jepa.data.sampling import StepSampler
 from jepa.data.video_data import video_train_loader
-from jepa.distributed import DistributedEnvError, StopVote, check_distributed_env, check_replicas_agree
+from jepa.distributed import (
+    BatchGather, DistributedEnvError, StopVote, check_distributed_env, check_replicas_agree,
+)
 from jepa.evaluation import per_frame_pooled, pooled, probe_datasets, probe_features, raw_pixels
 from jepa.losses import effective_rank, feature_std
 from jepa.masks import MaskSet
@@ -273,7 +275,7 @@ def train(cfg: Config, *, stop_signals: Sequence[signal.Signals] = STOP_SIGNALS)
     loader = train_loader(cfg, start_batch=start_step * cfg.optim.accum_steps, rank=accelerator.process_index,
                           world_size=world)  # before the model, so missing data fails at once
     torch.manual_seed(cfg.seed)
-    model = build_jepa(cfg)
+    model = build_jepa(cfg, gather=BatchGather.for_world(world))
     optimizer = build_optimizer(model, cfg)
     if state is not None:
         restore(model, optimizer, state, ckpt_path)

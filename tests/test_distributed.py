@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from jepa.distributed import DistributedEnvError, StopVote, check_distributed_env, gather_batch
+from jepa.distributed import BatchGather, DistributedEnvError, StopVote, check_distributed_env
 
 GOOD = {"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2",
         "MASTER_ADDR": "node0", "MASTER_PORT": "29500"}
@@ -55,7 +55,7 @@ def test_single_process_vote_and_gather_are_local():
     assert vote(0) == 0 and vote(15) == 15
     vote.close()
     z = torch.randn(3, 4)
-    assert gather_batch(z) is z
+    assert BatchGather.for_world(1)(z) is z
 
 
 def test_replica_check_names_the_module_that_diverged():
@@ -71,3 +71,38 @@ def test_replica_check_names_the_module_that_diverged():
     assert mismatched(other, ["target_encoder"]) == ["target_encoder"]
     with pytest.raises(ReplicaMismatch, match="disagree on target_encoder"):
         check_replicas_agree({"target_encoder": a}, lambda t: torch.cat([t, t + 1e-3]))
+
+
+def _gather_worker(rank: int, world: int, init: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from jepa.losses import covariance_loss, variance_loss
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        full = torch.randn(5, 4)
+        mine = (full[:3] if rank == 0 else full[3:]).clone().requires_grad_(True)  # 3 rows vs 2: unequal
+        gathered = BatchGather.for_world(world)(mine)
+        loss = variance_loss(gathered) + covariance_loss(gathered)
+        loss.backward()
+        torch.save({"gathered": gathered.detach(), "grad": mine.grad}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_batch_gather_joins_unequal_rank_batches_with_gradients(tmp_path):
+    from torch.multiprocessing import start_processes
+
+    from jepa.losses import covariance_loss, variance_loss
+
+    out = str(tmp_path / "result")
+    start_processes(_gather_worker, args=(2, f"file://{tmp_path / 'store'}", out), nprocs=2, start_method="fork")
+    torch.manual_seed(0)
+    full = torch.randn(5, 4).requires_grad_(True)
+    (variance_loss(full) + covariance_loss(full)).backward()
+    results = [torch.load(f"{out}.{r}") for r in range(2)]
+    for r in results:
+        torch.testing.assert_close(r["gathered"], full.detach())
+    # every rank's copy of the loss sends gradient to every rank's rows (DDP then averages over ranks)
+    torch.testing.assert_close(torch.cat([r["grad"] for r in results]), 2 * full.grad)
