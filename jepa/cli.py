@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "launch":
         return _launch(args, cfg, parser)
 
+    from jepa.distributed import DistributedEnvError
     from jepa.train import NonFiniteLoss, TrainingStopped, train
 
     try:
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingStopped as err:
         print(f"jepa: {err}", file=sys.stderr)
         return 130
-    except (NonFiniteLoss, FileNotFoundError, ValueError) as err:
+    except (NonFiniteLoss, DistributedEnvError, FileNotFoundError, ValueError) as err:
         print(f"jepa: error: {err}", file=sys.stderr)
         return 1
     if summary:

@@ -43,10 +43,9 @@ from jepa.monitor import KnnMonitor
 class TrainingStopped(RuntimeError):
     """Training ended early on a signal, after saving a checkpoint it can resume from."""
 
-    def __init__(self, message: str, *, signal_name: str, step: int) -> None:
+    def __init__(self, message: str, *, signal_name: str) -> None:
         super().__init__(message)
-        self.signal_name = signal_name
-        self.step = step
+        self.signal_name = signal_name  # agreed by all ranks: the launcher requeues on the preemption signal
 
 
 class NonFiniteLoss(RuntimeError):
@@ -404,7 +403,7 @@ def _loop(cfg: Config, model, core: JEPA, optimizer, accelerator: Accelerator, l
                 raise TrainingStopped(
                     f"stopped by {name} at step {done}; checkpoint saved to {ckpt_path}. "
                     f"Run again with run_dir={ckpt_path.parent} to resume.",
-                    signal_name=name, step=done,
+                    signal_name=name,
                 )
     bar.close()
 

@@ -106,3 +106,15 @@ def test_batch_gather_joins_unequal_rank_batches_with_gradients(tmp_path):
         torch.testing.assert_close(r["gathered"], full.detach())
     # every rank's copy of the loss sends gradient to every rank's rows (DDP then averages over ranks)
     torch.testing.assert_close(torch.cat([r["grad"] for r in results]), 2 * full.grad)
+
+
+def test_cli_reports_a_bad_launch_environment(monkeypatch, capsys):
+    from jepa.cli import main
+
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("MASTER_ADDR", "localhost")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    assert main(["train", "train.steps=1", "probe.enabled=false"]) == 1
+    assert "RANK=3 is outside WORLD_SIZE=2" in capsys.readouterr().err
