@@ -113,7 +113,8 @@ class Bench:
     def step(self, step: int) -> tuple[float, int]:
         """One full training step (collate + train_step); returns the collate seconds and the step's FLOPs."""
         start = time.perf_counter()
-        batch = self.collate([(image, 0, step) for image in self.images])  # (image, label, batch index)
+        first = step * len(self.images)
+        batch = self.collate([(image, 0, first + i) for i, image in enumerate(self.images)])  # (image, label, position)
         collate_s = time.perf_counter() - start
         train_step(self.model, self.optimizer, [batch], accelerator=self.accelerator,
                    values=step_values(step, self.cfg), autocast_dtype=self.autocast_dtype,
@@ -131,8 +132,8 @@ def build_bench(cfg: Config) -> Bench:
     side = cfg.data.img_size
     frames = (cfg.video.num_frames,) if is_video(cfg) else ()
     images = torch.randn(cfg.data.batch_size, cfg.encoder.in_chans, *frames, side, side)
-    core = accelerator.unwrap_model(model)
-    return Bench(cfg, accelerator, model, core, optimizer, MaskCollator(build_masks(cfg), seed=cfg.seed), images,
+    collate = MaskCollator(build_masks(cfg), seed=cfg.seed, global_batch=cfg.data.batch_size)
+    return Bench(cfg, accelerator, model, accelerator.unwrap_model(model), optimizer, collate, images,
                  resolve_precision(cfg.train.precision, accelerator.device), step_shape(cfg))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -11,7 +12,7 @@ from jepa.config import Config, ConfigError
 from jepa.data import fashion_mnist
 from jepa.data.image_folder import ImageFolder, split_folder
 from jepa.data.pretrain import LabelledTensors
-from jepa.losses import JEPALoss
+from jepa.losses import JEPALoss, local_batch
 from jepa.data.video_data import is_video_source
 from jepa.masks import BlockSpec, MaskGenerator, MultiBlock3DMasks, MultiBlockMasks, RandomTubeMasks
 from jepa.models.jepa import JEPA
@@ -43,7 +44,8 @@ def build_encoder(cfg: Config) -> VisionTransformer:
     return vit_2d(size, img_size=cfg.data.img_size, patch_size=e.patch_size, in_chans=e.in_chans)
 
 
-def build_jepa(cfg: Config) -> JEPA:
+def build_jepa(cfg: Config, *, gather: Callable[[torch.Tensor], torch.Tensor] = local_batch) -> JEPA:
+    """The model of ``cfg``; ``gather`` collects the batch its VICReg statistics are taken over (default: local)."""
     encoder = build_encoder(cfg)
     p = cfg.predictor
     grid = grid_size(cfg)
@@ -56,7 +58,8 @@ def build_jepa(cfg: Config) -> JEPA:
         num_heads=p.num_heads,
         num_mask_tokens=num_mask_sets(cfg),
     )
-    loss = JEPALoss(kind=cfg.loss.kind, var_coeff=cfg.loss.var_coeff, cov_coeff=cfg.loss.cov_coeff)
+    loss = JEPALoss(kind=cfg.loss.kind, var_coeff=cfg.loss.var_coeff, cov_coeff=cfg.loss.cov_coeff,
+                    gather=gather)
     return JEPA(encoder=encoder, predictor=predictor, loss=loss)
 
 

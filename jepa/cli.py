@@ -1,4 +1,5 @@
-"""Command line: ``jepa train [--config PATH] [key=value ...]`` and ``jepa export SOURCE OUT_DIR``."""
+"""Command line: ``jepa train [--config PATH] [key=value ...]``, ``jepa launch ...`` (SLURM or local job)
+and ``jepa export SOURCE OUT_DIR``."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 import json
 import sys
 
-from jepa.config import ConfigError, load_config
+from jepa.config import Config, ConfigError, load_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +26,29 @@ def main(argv: list[str] | None = None) -> int:
     export_p.add_argument("--rope", action=argparse.BooleanOptionalAction, default=None,
                           help="--rope: V-JEPA 2 rotary positions (a pos_embed in the file is ignored); --no-rope: "
                                "an absolute position table; default: inferred (rotary when there is no pos_embed)")
+    launch_p = sub.add_parser(
+        "launch", help="submit training as a job: SLURM through submitit, local processes without SLURM",
+        description="One task per GPU; the global batch (data.batch_size) stays what the config says.",
+    )
+    launch_p.add_argument("--config", help="YAML config; omitted: the embedded default")
+    launch_p.add_argument("--nodes", type=int, default=1)
+    launch_p.add_argument("--gpus-per-node", type=int, default=0, help="one task per GPU")
+    launch_p.add_argument("--tasks-per-node", type=int, help="processes per node (default: one per GPU, or 1); "
+                          "CPU-only runs set this")
+    launch_p.add_argument("--cpus-per-task", type=int)
+    launch_p.add_argument("--partition")
+    launch_p.add_argument("--account")
+    launch_p.add_argument("--qos")
+    launch_p.add_argument("--time", default="60", help="time limit: MIN, H:MIN:SEC or D-H:MIN:SEC (default 60 min)")
+    launch_p.add_argument("--mem", help="memory per node, e.g. 64G")
+    launch_p.add_argument("--constraint")
+    launch_p.add_argument("--job-name", default="jepa")
+    launch_p.add_argument("--max-timeouts", type=int, default=20,
+                          help="times a job that hits its time limit is requeued (preemptions do not count)")
+    launch_p.add_argument("--cluster", choices=["auto", "slurm", "local"], default="auto",
+                          help="auto: SLURM when sbatch is available, else local processes")
+    launch_p.add_argument("--wait", action="store_true", help="block until a SLURM job ends (local jobs always wait)")
+    launch_p.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
     if args.command == "export":
         return _export(parser, args)
@@ -34,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         parser.exit(2, f"jepa: config error: {err}\n")
 
+    if args.command == "launch":
+        return _launch(args, cfg, parser)
+
+    from jepa.distributed import DistributedEnvError
     from jepa.train import NonFiniteLoss, TrainingStopped, train
 
     try:
@@ -41,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingStopped as err:
         print(f"jepa: {err}", file=sys.stderr)
         return 130
-    except (NonFiniteLoss, FileNotFoundError, ValueError) as err:
+    except (NonFiniteLoss, DistributedEnvError, FileNotFoundError, ValueError) as err:
         print(f"jepa: error: {err}", file=sys.stderr)
         return 1
     if summary:
@@ -63,6 +91,36 @@ def _export(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     folder = save_encoder(backbone, args.out_dir)
     print(json.dumps({"source": args.source, "weights": backbone.report.weights, "format": backbone.report.format,
                       "out_dir": str(folder), "spec": asdict(backbone.spec)}))
+    return 0
+
+
+def _launch(args: argparse.Namespace, cfg: Config, parser: argparse.ArgumentParser) -> int:
+    from submitit.slurm.slurm import SlurmJob
+
+    from jepa.launch import LaunchError, Resources, launch, parse_mem, parse_time, wait
+
+    try:
+        res = Resources(
+            nodes=args.nodes, gpus_per_node=args.gpus_per_node, tasks_per_node=args.tasks_per_node,
+            cpus_per_task=args.cpus_per_task, time_min=parse_time(args.time),
+            mem_gb=parse_mem(args.mem) if args.mem else None, partition=args.partition, account=args.account,
+            qos=args.qos, constraint=args.constraint, job_name=args.job_name,
+            max_timeouts=args.max_timeouts,
+        )
+        job = launch(cfg, res, cluster=None if args.cluster == "auto" else args.cluster)
+    except ConfigError as err:
+        parser.exit(2, f"jepa: launch error: {err}\n")
+    local = not isinstance(job, SlurmJob)
+    print(f"job {job.job_id}: {res.world_size} task(s) on {res.nodes} node(s); run folder {cfg.run_dir}; "
+          f"logs {job.paths.folder}", flush=True)
+    if not (local or args.wait):
+        return 0
+    try:
+        wait(job, cfg.run_dir)
+    except LaunchError as err:
+        print(f"jepa: {err}", file=sys.stderr)
+        return 1
+    print(f"summary: {cfg.run_dir}/summary.json", flush=True)
     return 0
 
 

@@ -36,7 +36,9 @@ class DataConfig:
     crop_scale: tuple[float, float] = (0.3, 1.0)
     crop_ratio: tuple[float, float] = (0.75, 1.333)
     hflip: bool = True
-    batch_size: int = 128  # global batch per optimizer step (split over ranks and accumulation)
+    # the global batch of one optimizer step, whatever the launch: each rank's micro-batch is
+    # batch_size / (processes x optim.accum_steps), so adding GPUs or nodes never changes the optimisation
+    batch_size: int = 128
     num_workers: int = 0
     warn_every: int = 100  # warn once per this many corrupt images
 
@@ -115,7 +117,11 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     ema: tuple[float, float] = (0.998, 1.0)
     grad_clip: float | None = None
-    accum_steps: int = 1
+    accum_steps: int = 1  # micro-batches per optimizer step on each rank (gradient accumulation)
+    # lr, start_lr and final_lr are given for reference_batch; "linear" / "sqrt" scale them by
+    # (data.batch_size / reference_batch) or its square root, "none" uses them as written
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
+    reference_batch: int = 256
 
 
 @dataclass
@@ -296,6 +302,7 @@ def validate(cfg: Config) -> None:
         (cfg.video.frame_step >= 1, "video.frame_step must be >= 1"),
         (cfg.probe.monitor_every >= 0, "probe.monitor_every must be >= 0 (0 turns the monitor off)"),
         (cfg.optim.warmup_steps >= 0, "optim.warmup_steps must be >= 0"),
+        (cfg.optim.reference_batch >= 1, "optim.reference_batch must be >= 1"),
         (cfg.loss.var_coeff >= 0 and cfg.loss.cov_coeff >= 0, "loss coefficients must be >= 0"),
     ]
     for ok, message in checks:

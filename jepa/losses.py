@@ -9,6 +9,7 @@ sync until the values are printed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -61,10 +62,22 @@ def effective_rank(z: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     return torch.exp(-(p * p.log()).sum())
 
 
-class JEPALoss(nn.Module):
-    """Prediction loss on layer-normed targets plus weighted VICReg terms on pooled context features."""
+def local_batch(z: torch.Tensor) -> torch.Tensor:
+    """The batch statistics' samples in one process: this batch as it is."""
+    return z
 
-    def __init__(self, *, kind: LossKind = "smooth_l1", var_coeff: float = 0.0, cov_coeff: float = 0.0) -> None:
+
+class JEPALoss(nn.Module):
+    """Prediction loss on layer-normed targets plus weighted VICReg terms on pooled context features.
+
+    ``gather`` collects the pooled features the batch statistics are taken over: the identity in one
+    process, :func:`jepa.distributed.gather_batch` to take them over all ranks' samples.
+    """
+
+    def __init__(
+        self, *, kind: LossKind = "smooth_l1", var_coeff: float = 0.0, cov_coeff: float = 0.0,
+        gather: Callable[[torch.Tensor], torch.Tensor] = local_batch,
+    ) -> None:
         super().__init__()
         if kind not in ("smooth_l1", "l1", "l2"):
             raise ValueError(f"unknown prediction loss {kind!r}; choose smooth_l1, l1 or l2")
@@ -73,13 +86,14 @@ class JEPALoss(nn.Module):
         self.kind: LossKind = kind
         self.var_coeff = var_coeff
         self.cov_coeff = cov_coeff
+        self.gather = gather
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor, context: torch.Tensor) -> dict[str, torch.Tensor]:
         """pred/target [..., D]; context [B, Nc, D] context-encoder tokens."""
         terms = {"pred_loss": prediction_loss(pred.float(), target.float(), self.kind)}
         loss = terms["pred_loss"]
         if self.var_coeff or self.cov_coeff:
-            pooled = context.float().mean(dim=1)
+            pooled = self.gather(context.float().mean(dim=1))
             terms["var_loss"] = variance_loss(pooled)
             terms["cov_loss"] = covariance_loss(pooled)
             loss = loss + self.var_coeff * terms["var_loss"] + self.cov_coeff * terms["cov_loss"]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import random
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,12 +22,16 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from jepa import schedules
+from jepa.batching import BatchPlan, batch_plan, lr_scale
 from jepa.build import build_encoder, build_image_data, build_jepa, build_masks, build_optimizer, is_video
 from jepa.checkpoint import FORMAT, load_checkpoint, load_matching, save_checkpoint
 from jepa.config import Config, ConfigError, save_config, to_dict
 from jepa.data.pretrain import MaskCollator, SeededViews, train_transform
 from jepa.data.sampling import StepSampler
 from jepa.data.video_data import video_train_loader
+from jepa.distributed import (
+    BatchGather, DistributedEnvError, StopVote, check_distributed_env, check_replicas_agree,
+)
 from jepa.evaluation import per_frame_pooled, pooled, probe_datasets, probe_features, raw_pixels
 from jepa.losses import effective_rank, feature_std
 from jepa.masks import MaskSet
@@ -38,6 +43,10 @@ from jepa.perf import apply_perf
 
 class TrainingStopped(RuntimeError):
     """Training ended early on a signal, after saving a checkpoint it can resume from."""
+
+    def __init__(self, message: str, *, signal_name: str) -> None:
+        super().__init__(message)
+        self.signal_name = signal_name  # agreed by all ranks: the launcher requeues on the preemption signal
 
 
 class NonFiniteLoss(RuntimeError):
@@ -54,10 +63,12 @@ class StepValues:
 
 
 def step_values(step: int, cfg: Config) -> StepValues:
-    """lr warmup + cosine, weight-decay cosine, EMA momentum linear: pure functions of the step."""
+    """lr warmup + cosine (scaled by ``optim.lr_scaling``), weight-decay cosine, EMA momentum linear:
+    pure functions of the step."""
     o, total = cfg.optim, cfg.train.steps
+    scale = lr_scale(o, cfg.data.batch_size)
     return StepValues(
-        lr=schedules.warmup_cosine(
+        lr=scale * schedules.warmup_cosine(
             step, total, warmup=o.warmup_steps, start=o.start_lr, peak=o.lr, final=o.final_lr
         ),
         weight_decay=schedules.cosine(step, total, *o.weight_decay),
@@ -123,19 +134,22 @@ def train_step(
     return sums
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
-def stop_on_signals() -> Iterator[dict[str, str | None]]:
-    """Turn the first SIGINT/SIGTERM into a flag the loop checks; a second one interrupts at once."""
-    flag: dict[str, str | None] = {"signal": None}
+def stop_on_signals(signals: Sequence[signal.Signals] = STOP_SIGNALS) -> Iterator[dict[str, int]]:
+    """Turn the first of ``signals`` into a flag (its number) the loop checks; a second one interrupts at once."""
+    flag = {"signal": 0}
     previous = {}
 
     def handler(signum: int, frame: Any) -> None:
-        if flag["signal"] is not None:
+        if flag["signal"]:
             raise KeyboardInterrupt
-        flag["signal"] = signal.Signals(signum).name
+        flag["signal"] = int(signum)
 
     try:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in signals:
             previous[sig] = signal.signal(sig, handler)
     except ValueError:  # not the main thread: signals cannot be caught here
         previous.clear()
@@ -146,20 +160,33 @@ def stop_on_signals() -> Iterator[dict[str, str | None]]:
             signal.signal(sig, old)
 
 
-def resolve_run_dir(cfg: Config) -> Path:
-    """The configured run folder, or a new time-stamped one under runs/."""
+def new_run_dir() -> str:
+    """A new time-stamped folder name under runs/."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return str(Path("runs") / f"{stamp}-{random.Random().randrange(16**4):04x}")
+
+
+def resolve_run_dir(cfg: Config, accelerator: Accelerator | None = None) -> Path:
+    """The configured run folder, or a new one named by the main process and shared with every rank."""
     if cfg.run_dir is None:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        cfg.run_dir = str(Path("runs") / f"{stamp}-{random.Random().randrange(16**4):04x}")
+        name = [new_run_dir()]
+        if accelerator is not None and accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(name, from_process=0)
+        cfg.run_dir = name[0]
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
 
-def checkpoint_state(model: JEPA, optimizer: torch.optim.Optimizer, step: int, cfg: Config) -> dict[str, Any]:
+def checkpoint_state(
+    model: JEPA, optimizer: torch.optim.Optimizer, step: int, cfg: Config, *, restarts: int = 0
+) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "step": step,
+        "restarts": restarts,
         "config": to_dict(cfg),
         "encoder": model.encoder.state_dict(),
         "target_encoder": model.target_encoder.state_dict(),
@@ -180,8 +207,13 @@ def all_finite(model: torch.nn.Module) -> bool:
 
 
 def train_loader(cfg: Config, *, start_batch: int, rank: int, world_size: int) -> torch.utils.data.DataLoader:
-    """This rank's micro-batches with masks: images from ``start_batch`` on (exact resume), or a clip stream."""
-    micro = cfg.data.batch_size // (cfg.optim.accum_steps * world_size)
+    """This rank's micro-batches with masks: images from ``start_batch`` on (exact resume), or a clip stream.
+
+    Images: micro-batch ``g`` of rank ``r`` holds global stream positions ``g * micro * world + r * micro ...``,
+    each view and mask row a function of the seed and the position, so the samples of a step and what is
+    done to them do not depend on how the global batch is split over ranks and accumulation steps.
+    """
+    micro = batch_plan(cfg, world_size).micro_batch
     if is_video(cfg):
         if cfg.encoder.in_chans != 3:
             raise ConfigError(f"video clips decode to 3 channels but encoder.in_chans is {cfg.encoder.in_chans}")
@@ -197,39 +229,53 @@ def train_loader(cfg: Config, *, start_batch: int, rank: int, world_size: int) -
     return torch.utils.data.DataLoader(
         views,
         batch_sampler=sampler,
-        collate_fn=MaskCollator(build_masks(cfg), seed=cfg.seed, rank=rank),
+        collate_fn=MaskCollator(build_masks(cfg), seed=cfg.seed, global_batch=cfg.data.batch_size),
         num_workers=cfg.data.num_workers,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=cfg.data.num_workers > 0,
     )
 
 
-def train(cfg: Config) -> dict[str, Any]:
-    """Pretrain (or resume) the run in ``cfg.run_dir``, then probe it; returns the summary it writes."""
+def start_accelerator() -> Accelerator:
+    """Accelerate on the validated launch environment; refuses to run a multi-process launch as one process."""
+    env = check_distributed_env(os.environ)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    if env is not None and (accelerator.num_processes, accelerator.process_index) != (env.world_size, env.rank):
+        raise DistributedEnvError(
+            f"launched as rank {env.rank} of {env.world_size} but Accelerate runs rank {accelerator.process_index} "
+            f"of {accelerator.num_processes}; every process would train alone"
+        )
+    return accelerator
+
+
+def train(cfg: Config, *, stop_signals: Sequence[signal.Signals] = STOP_SIGNALS) -> dict[str, Any]:
+    """Pretrain (or resume) the run in ``cfg.run_dir``, then probe it; returns the summary it writes.
+
+    The first of ``stop_signals`` (on any rank) ends training after the same step on every rank
+    with a checkpoint and :class:`TrainingStopped`.
+    """
     wall_start = time.perf_counter()
-    run_dir = resolve_run_dir(cfg)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = start_accelerator()
     main = accelerator.is_main_process
     world = accelerator.num_processes
-    if cfg.data.batch_size % (cfg.optim.accum_steps * world):
-        raise ValueError(
-            f"data.batch_size {cfg.data.batch_size} is not divisible by optim.accum_steps x processes "
-            f"= {cfg.optim.accum_steps * world}"
-        )
+    plan = batch_plan(cfg, world)
+    run_dir = resolve_run_dir(cfg, accelerator)
     autocast_dtype = resolve_precision(cfg.train.precision, accelerator.device)
     if main:
         print(f"run folder: {run_dir}", flush=True)
+        print(plan.describe(), flush=True)
         save_config(cfg, run_dir / "config.yaml")
 
     ckpt_path = run_dir / "checkpoint.pt"
     state = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
     start_step = int(state["step"]) if state else 0
+    restarts = int(state.get("restarts", 0)) + 1 if state else 0
     loader = train_loader(cfg, start_batch=start_step * cfg.optim.accum_steps, rank=accelerator.process_index,
                           world_size=world)  # before the model, so missing data fails at once
     torch.manual_seed(cfg.seed)
-    model = build_jepa(cfg)
+    model = build_jepa(cfg, gather=BatchGather.for_world(world))
     optimizer = build_optimizer(model, cfg)
     if state is not None:
         restore(model, optimizer, state, ckpt_path)
@@ -248,19 +294,24 @@ def train(cfg: Config) -> dict[str, Any]:
     monitor = KnnMonitor(cfg, device=accelerator.device, autocast_dtype=autocast_dtype) if (
         main and cfg.probe.monitor_every) else None
     trained = start_step < total
+    vote = StopVote.for_world(world)
     try:
         if trained:
             _loop(cfg, model, core, optimizer, accelerator, loader, start_step, autocast_dtype, writer, ckpt_path,
-                  monitor)
+                  monitor, Progress(plan, restarts, vote, tuple(stop_signals)))
         elif main:
             print(f"{ckpt_path} is already at step {start_step} >= train.steps {total}; nothing to train", flush=True)
     finally:
+        vote.close()
         if writer is not None:
             writer.close()
     if not main:
         return {}
     plot_curves(read_metrics(metrics_path), run_dir / "loss_curve.png")
-    summary: dict[str, Any] = {"run_dir": str(run_dir), "steps": total, "checkpoint": str(ckpt_path)}
+    summary: dict[str, Any] = {
+        "run_dir": str(run_dir), "steps": total, "checkpoint": str(ckpt_path), "restarts": restarts,
+        "world_size": world, "global_batch": plan.global_batch, "micro_batch": plan.micro_batch,
+    }
     if cfg.probe.enabled:
         summary.update(probe_summary(cfg, core, accelerator.device, autocast_dtype))
     summary["wall_time_s"] = round(time.perf_counter() - wall_start, 1)
@@ -268,8 +319,19 @@ def train(cfg: Config) -> dict[str, Any]:
     return summary
 
 
+@dataclass(frozen=True)
+class Progress:
+    """What the loop needs besides the model and data: the batch plan, restart count and how to stop."""
+
+    plan: BatchPlan
+    restarts: int
+    vote: StopVote
+    stop_signals: tuple[signal.Signals, ...]
+
+
 def _loop(cfg: Config, model, core: JEPA, optimizer, accelerator: Accelerator, loader, start_step: int,
-          autocast_dtype, writer: MetricsWriter | None, ckpt_path: Path, monitor: KnnMonitor | None) -> None:
+          autocast_dtype, writer: MetricsWriter | None, ckpt_path: Path, monitor: KnnMonitor | None,
+          progress: Progress) -> None:
     """Steps ``start_step`` .. ``train.steps``: log every N, checkpoint every M and on a stop signal."""
     total, accum = cfg.train.steps, cfg.optim.accum_steps
     batches = iter(loader)
@@ -278,7 +340,7 @@ def _loop(cfg: Config, model, core: JEPA, optimizer, accelerator: Accelerator, l
     sums: dict[str, torch.Tensor] = {}
     pending, skipped, warned = 0, 0, 0
     interval_start, last_good = time.perf_counter(), start_step
-    with stop_on_signals() as stop:
+    with stop_on_signals(progress.stop_signals) as stop:
         for step in range(start_step, total):
             micro = [next(batches) for _ in range(accum)]
             skipped += sum(int(b["skipped"]) for b in micro)
@@ -296,7 +358,8 @@ def _loop(cfg: Config, model, core: JEPA, optimizer, accelerator: Accelerator, l
             # decided identically on every rank: a log step runs a collective reduce; only rank 0 scores
             monitor_now = cfg.probe.monitor_every > 0 and done % cfg.probe.monitor_every == 0
             log_now = done % cfg.train.log_every == 0 or done == total or monitor_now
-            save_now = done % cfg.train.ckpt_every == 0 or done == total or stop["signal"] is not None
+            stopping = progress.vote(stop["signal"])
+            save_now = done % cfg.train.ckpt_every == 0 or done == total or stopping
             if log_now or save_now:
                 keys = sorted(sums)
                 means = accelerator.reduce(torch.stack([sums[k] for k in keys]) / pending, "mean").tolist()
@@ -312,7 +375,7 @@ def _loop(cfg: Config, model, core: JEPA, optimizer, accelerator: Accelerator, l
                     step=done, lr=values.lr, weight_decay=values.weight_decay, momentum=values.momentum,
                     target_std=float(feature_std(pooled_targets)), effective_rank=float(effective_rank(pooled_targets)),
                     images_per_s=round(pending * cfg.data.batch_size / (now - interval_start), 1),
-                    skipped_samples=skipped,
+                    skipped_samples=skipped, restarts=progress.restarts,
                 )
                 if monitor_now and monitor is not None:
                     record["monitor_knn_top1"] = monitor(core.target_encoder)
@@ -328,15 +391,21 @@ def _loop(cfg: Config, model, core: JEPA, optimizer, accelerator: Accelerator, l
                         f"parameters became non-finite by step {done}; the last good checkpoint "
                         f"(step {last_good}) is kept at {ckpt_path}"
                     )
+                if accelerator.num_processes > 1:
+                    check_replicas_agree({"encoder": core.encoder, "target_encoder": core.target_encoder,
+                                          "predictor": core.predictor}, accelerator.gather)
                 if main:
-                    save_checkpoint(checkpoint_state(core, optimizer, done, cfg), ckpt_path)
+                    save_checkpoint(checkpoint_state(core, optimizer, done, cfg, restarts=progress.restarts),
+                                    ckpt_path)
                 accelerator.wait_for_everyone()
                 last_good = done
-            if stop["signal"] is not None:
+            if stopping:
                 bar.close()
+                name = signal.Signals(stopping).name
                 raise TrainingStopped(
-                    f"stopped by {stop['signal']} at step {done}; checkpoint saved to {ckpt_path}. "
-                    f"Run again with run_dir={ckpt_path.parent} to resume."
+                    f"stopped by {name} at step {done}; checkpoint saved to {ckpt_path}. "
+                    f"Run again with run_dir={ckpt_path.parent} to resume.",
+                    signal_name=name,
                 )
     bar.close()
 

@@ -33,7 +33,7 @@ def test_block_flops_match_torch_flop_counter():
 def test_step_flops_match_torch_flop_counter_part_by_part(shared):
     cfg = load_config(None, ["data.img_size=32", "encoder.in_chans=3", f"predictor.shared_context={shared}"])
     model = build_jepa(cfg)
-    batch = MaskCollator(build_masks(cfg), seed=0)([(torch.randn(3, 32, 32), 0, 0) for _ in range(4)])
+    batch = MaskCollator(build_masks(cfg), seed=0, global_batch=4)([(torch.randn(3, 32, 32), 0, i) for i in range(4)])
     mask = batch["masks"][0]
     flops = step_flops(step_shape(cfg), batch["masks"])
     context = model.encoder(batch["inputs"], keep=mask.context)
@@ -48,7 +48,7 @@ def test_video_step_flops_match_torch_flop_counter():
                              "encoder.depth=1", "predictor.depth=1", "encoder.in_chans=3"])
     model = build_jepa(cfg)
     clips = torch.randn(2, 3, 4, 32, 32)
-    batch = MaskCollator(build_masks(cfg), seed=0)([(clip, 0, 0) for clip in clips])
+    batch = MaskCollator(build_masks(cfg), seed=0, global_batch=2)([(clip, 0, i) for i, clip in enumerate(clips)])
     assert len(batch["masks"]) == 2  # short- and long-range mask sets
     flops = step_flops(step_shape(cfg), batch["masks"])
     assert flops["target_forward"] == counted(lambda: model.target_encoder(clips))

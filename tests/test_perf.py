@@ -13,7 +13,7 @@ def _model_and_batch(*overrides: str):
     cfg = load_config(None, ["data.img_size=16", "encoder.depth=2", "predictor.depth=2", *overrides])
     torch.manual_seed(0)
     model = build_jepa(cfg)
-    batch = MaskCollator(build_masks(cfg), seed=0)([(torch.randn(1, 16, 16), 0, 0) for _ in range(4)])
+    batch = MaskCollator(build_masks(cfg), seed=0, global_batch=4)([(torch.randn(1, 16, 16), 0, i) for i in range(4)])
     return cfg, model, batch
 
 
