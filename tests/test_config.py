@@ -96,6 +96,7 @@ def test_recipes_build_the_reference_architecture(path, arch, patch):
     cfg = load_config(ROOT / "configs" / path)
     assert cfg.encoder.arch == arch and cfg.encoder.patch_size == patch
     assert cfg.loss.var_coeff == 0 and cfg.loss.cov_coeff == 0
+    assert cfg.predictor.shared_context is False  # the reference's predictor pass per target block
     with torch.device("meta"):
         encoder = build_encoder(cfg)
     size = VIT_SIZES[arch]
