@@ -99,6 +99,24 @@ def read_trajectories(folder: str | Path) -> Iterator[Trajectory]:
         yield Trajectory(sample["frames.npy"], sample["actions.npy"], sample.get("state.npy"))
 
 
+def trajectory_frames(folder: str | Path, stride: int = 4) -> tuple[torch.Tensor, torch.Tensor, tuple, tuple]:
+    """Every ``stride``-th frame of every trajectory as uint8 [N, C, H, W] for encoder pretraining, with
+    labels (0/1: the left/right half of the image, from the state when there is one) and per-channel
+    mean and std on the [0, 1] scale."""
+    frames, labels = [], []
+    for traj in read_trajectories(folder):
+        frames.append(torch.from_numpy(traj.frames[::stride]))
+        x = traj.state[::stride, 0] if traj.state is not None else np.zeros(len(frames[-1]))
+        labels.append(torch.from_numpy((x > traj.frames.shape[-1] / 2).astype(np.int64)))
+    if not frames:
+        raise ValueError(f"{folder} holds no trajectories")
+    images = torch.cat(frames)
+    sample = images[:: max(1, len(images) // 2000)].float() / 255
+    mean = tuple(float(m) for m in sample.mean(dim=(0, 2, 3)))
+    std = tuple(max(float(s), 1e-3) for s in sample.std(dim=(0, 2, 3)))
+    return images, torch.cat(labels), mean, std
+
+
 @dataclass(frozen=True)
 class ExplorationConfig:
     """Random exploration like the reference: heading with von Mises noise, truncated-normal step lengths."""
