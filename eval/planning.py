@@ -49,7 +49,8 @@ def build_planner(p: PlannerConfig, action_dim: int = 2):
 def budget(p: PlannerConfig) -> dict[str, Any]:
     return {"planner": p.kind, "samples": p.samples, "iterations": p.iterations, "elites": p.elites,
             "horizon": p.horizon, "replan_every": p.replan_every, "repeat": p.repeat,
-            "steps": tr.MAX_STEPS, "cost": p.cost, "disagreement": p.disagreement}
+            "steps": tr.MAX_STEPS, "cost": p.cost, "until_episode_end": p.until_episode_end,
+            "init_std": p.init_std, "action_bound": p.action_bound, "disagreement": p.disagreement}
 
 
 def play(agent: PlanningAgent, episode: tr.Episode, *, record: bool = False) -> dict[str, Any]:
@@ -90,13 +91,15 @@ def evaluate_agent(make_agent: Callable[[], PlanningAgent], episodes: list[tr.Ep
 
 def oracle_agent(p: PlannerConfig) -> PlanningAgent:
     cost = final_distance(2) if p.cost == "final" else summed_distance(2)
-    return PlanningAgent(OracleWorldModel(), build_planner(p), cost, replan_every=p.replan_every)
+    return PlanningAgent(OracleWorldModel(), build_planner(p), cost, replan_every=p.replan_every,
+                         episode_steps=tr.MAX_STEPS if p.until_episode_end else None)
 
 
 def learned_agent(model: WorldModel, p: PlannerConfig) -> PlanningAgent:
     from jepa.planning.world_model import latent_cost
 
-    return PlanningAgent(model, build_planner(p), latent_cost(p.cost, p.disagreement), replan_every=p.replan_every)
+    return PlanningAgent(model, build_planner(p), latent_cost(p.cost, p.disagreement), replan_every=p.replan_every,
+                         episode_steps=tr.MAX_STEPS if p.until_episode_end else None)
 
 
 @torch.no_grad()
@@ -212,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="output folder (default RUN/eval, or runs/eval-oracle)")
     parser.add_argument("--threads", type=int, default=1)
     for f in dataclasses.fields(PlannerConfig):
-        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f"planner_{f.name}", default=None,
+        flag = "planner-seed" if f.name == "seed" else f.name.replace("_", "-")
+        parser.add_argument(f"--{flag}", dest=f"planner_{f.name}", default=None,
                             help=f"planner.{f.name} (default: the run's config)")
     args = parser.parse_args(argv)
     if (args.checkpoint is None) != args.oracle_only:

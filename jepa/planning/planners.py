@@ -187,12 +187,23 @@ def summed_distance(p: int = 1) -> StateCost:
 
 class PlanningAgent:
     """Receding-horizon control: plan, execute the first ``replan_every`` actions, replan warm-started
-    from the rest of the previous plan (shifted, zero-padded)."""
+    from the rest of the previous plan (shifted, zero-padded).
 
-    def __init__(self, model: WorldModel, planner: Planner, cost: StateCost, *, replan_every: int = 1) -> None:
+    With ``episode_steps`` the energy is taken at the episode's last step once it is within the
+    horizon: a final-state energy alone is indifferent to *when* the goal is reached, so a receding
+    horizon keeps postponing arrival to the horizon's end; counting down to the episode's end removes
+    that (an episode is judged on its final state).
+    """
+
+    def __init__(self, model: WorldModel, planner: Planner, cost: StateCost, *, replan_every: int = 1,
+                 episode_steps: int | None = None) -> None:
         if not 1 <= replan_every <= planner.horizon:
             raise ValueError(f"replan_every must be in [1, horizon={planner.horizon}], got {replan_every}")
+        if episode_steps is not None and episode_steps < 1:
+            raise ValueError(f"episode_steps must be >= 1, got {episode_steps}")
         self.model, self.planner, self.cost, self.replan_every = model, planner, cost, replan_every
+        self.episode_steps = episode_steps
+        self.steps = 0
         self.goal: torch.Tensor | None = None
         self.queue: list[torch.Tensor] = []
         self.previous: torch.Tensor | None = None
@@ -202,7 +213,7 @@ class PlanningAgent:
     def reset(self, goal_obs: torch.Tensor) -> None:
         """Encode the goal image once for the whole episode."""
         self.goal = self.model.encode(goal_obs.unsqueeze(0))
-        self.queue, self.previous, self.plan_seconds = [], None, []
+        self.queue, self.previous, self.plan_seconds, self.steps = [], None, [], 0
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor) -> torch.Tensor:
@@ -212,10 +223,19 @@ class PlanningAgent:
             start_time = time.perf_counter()
             start = self.model.encode(obs.unsqueeze(0))
             goal = self.goal
+            remaining = self.planner.horizon if self.episode_steps is None else self.episode_steps - self.steps
+            horizon = min(self.planner.horizon, max(remaining, 1))
+
+            def cost(pred: torch.Tensor) -> torch.Tensor:
+                """The energy of the predicted states up to the episode's end (pred may be coarser than steps)."""
+                last = -(-horizon * pred.shape[1] // self.planner.horizon)
+                return self.cost(pred[:, :last], goal)
+
             init = self.previous[self.replan_every:] if self.previous is not None else None
-            plan = self.planner.plan(lambda a: self.model.rollout(start, a), lambda p: self.cost(p, goal), init=init)
+            plan = self.planner.plan(lambda a: self.model.rollout(start, a), cost, init=init)
             actions = plan.actions.cpu()
             self.plan_seconds.append(time.perf_counter() - start_time)
             self.previous = actions
             self.queue = list(actions[: self.replan_every])
+        self.steps += 1
         return self.queue.pop(0)

@@ -44,7 +44,7 @@ class FrameEncoder(nn.Module):
 
 
 class LatentWorldModel:
-    """encode: images -> [B, N, D]; rollout: start [1, N, D], actions [S, H, A] -> [S, H / frameskip, M, N, D]
+    """encode: images -> [B, N, D]; rollout: start [1, N, D], actions [S, H, A] -> [S, ceil(H / frameskip), M, N, D]
     for an ensemble of M predictors."""
 
     def __init__(self, encoder: FrameEncoder, predictors: Sequence[ACPredictor], *, frameskip: int) -> None:
@@ -65,10 +65,12 @@ class LatentWorldModel:
     @torch.no_grad()
     def rollout(self, start: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         s, h, a = actions.shape
-        if a != self.action_dim or h % self.frameskip:
-            raise ValueError(f"actions must be [S, H, {self.action_dim}] with H a multiple of {self.frameskip}, "
-                             f"got {tuple(actions.shape)}")
-        chunks = actions.reshape(s, h // self.frameskip, self.frameskip * a)
+        if actions.ndim != 3 or a != self.action_dim:
+            raise ValueError(f"actions must be [S, H, {self.action_dim}], got {tuple(actions.shape)}")
+        pad = -h % self.frameskip  # a horizon that is not a multiple of frameskip ends with "stay" actions
+        if pad:
+            actions = torch.cat([actions, actions.new_zeros(s, pad, a)], dim=1)
+        chunks = actions.reshape(s, (h + pad) // self.frameskip, self.frameskip * a)
         context = start.unsqueeze(1).expand(s, 1, *start.shape[1:])
         return torch.stack([p.rollout(context, chunks) for p in self.predictors], dim=2)
 

@@ -104,3 +104,17 @@ def test_agent_receding_horizon_reaches_goal_encoding_once_per_call(replan_every
     assert model.rollouts == calls * planner.iterations
     with pytest.raises(ValueError, match="replan_every"):
         PlanningAgent(model, planner, final_distance(1), replan_every=7)
+
+
+def test_agent_counts_down_to_the_episode_end():
+    seen = []
+
+    def cost(pred, goal):
+        seen.append(pred.shape[1])
+        return final_distance(1)(pred, goal)
+
+    agent = PlanningAgent(CountingModel(), make(CEM, horizon=6, iterations=1), cost, replan_every=1, episode_steps=8)
+    agent.reset(torch.zeros(2))
+    for _ in range(8):
+        agent.act(torch.zeros(2))
+    assert seen == [6, 6, 6, 5, 4, 3, 2, 1]
