@@ -217,11 +217,11 @@ class PlannerConfig:
     """CEM or MPPI with its budget; the agent replans every ``replan_every`` steps."""
 
     kind: Literal["cem", "mppi"] = "cem"
-    samples: int = 4000
+    samples: int = 300
     iterations: int = 3
-    elites: int = 100
+    elites: int = 30
     horizon: int = 90
-    replan_every: int = 10
+    replan_every: int = 20
     repeat: int = 10  # each sampled action is held this many steps
     init_std: float = 3.0
     action_bound: float = 1.75  # per-axis box; the environment also clips the norm to 2.45

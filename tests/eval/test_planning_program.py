@@ -77,4 +77,4 @@ def test_plan_config_rejects_unknown_and_inconsistent_keys():
     with pytest.raises(ConfigError, match="disagreement"):
         load_plan_config(None, ["planner.disagreement=0.5"])
     cfg = load_plan_config(ROOT / "configs/plan/two_rooms.yaml")
-    assert cfg.pretrain.encoder.in_chans == 2 and cfg.planner.samples == 4000 and cfg.planner.iterations == 3
+    assert cfg.pretrain.encoder.in_chans == 2 and cfg.planner.samples == 300 and cfg.planner.iterations == 3
