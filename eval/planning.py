@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                  if getattr(args, "planner_" + f.name) is not None]
     planner = None
     if overrides:
-        from jepa.config import _merge, parse_override
+        from jepa.config import parse_override, update_from_dict
 
         if args.checkpoint:
             from jepa.planning.recipe import load_world_model
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             planner = PlannerConfig()
         for o in overrides:
-            _merge(planner, parse_override(o))
+            update_from_dict(planner, parse_override(o))
     try:
         summary = evaluate_run(args.checkpoint, episodes_file=args.episodes, seed=args.seed, n=args.n,
                                oracle=not args.no_oracle, planner=planner, out_dir=args.out)

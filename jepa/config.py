@@ -418,6 +418,18 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     return plain(dataclasses.asdict(cfg))
 
 
+def update_from_dict(obj: Any, data: dict[str, Any]) -> None:
+    """Apply a nested dict (or parsed ``key=value`` overrides) onto any config dataclass, keys checked."""
+    _merge(obj, data)
+
+
+def plan_config_from_dict(data: dict[str, Any]) -> PlanConfig:
+    """Inverse of :func:`to_dict` for a PlanConfig."""
+    cfg = PlanConfig()
+    _merge(cfg, data)
+    return cfg
+
+
 def from_dict(data: dict[str, Any]) -> Config:
     """Inverse of :func:`to_dict`, with the same key checking as YAML."""
     cfg = Config()

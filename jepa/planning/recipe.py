@@ -18,7 +18,7 @@ import yaml
 
 from jepa.build import build_encoder
 from jepa.checkpoint import CheckpointError, load_checkpoint, load_matching, save_checkpoint
-from jepa.config import PlanConfig, from_dict, to_dict
+from jepa.config import PlanConfig, from_dict, plan_config_from_dict, to_dict
 from jepa.models.ac_predictor import ACPredictor, ac_losses
 from jepa.planning import trajectories as T
 from jepa.planning.world_model import FrameEncoder, LatentWorldModel
@@ -151,10 +151,7 @@ def load_world_model(run_dir: str | Path) -> tuple[LatentWorldModel, PlanConfig]
     state = load_checkpoint(path)
     if "predictors" not in state or "encoder" not in state:
         raise CheckpointError(f"{path} is not a world-model checkpoint (no predictors/encoder)")
-    from jepa.config import PlanConfig as _PC, _merge
-
-    cfg = _PC()
-    _merge(cfg, state["plan_config"])
+    cfg = plan_config_from_dict(state["plan_config"])
     encoder = load_frame_encoder(state["encoder"], pool=cfg.world_model.pool)
     predictors = []
     for m, weights in enumerate(state["predictors"]):
