@@ -120,6 +120,13 @@ def build_image_data(cfg: Config, split: str) -> ImageData:
     if cfg.data.source == "fashion-mnist":
         images, labels = fashion_mnist.load_fashion_mnist(split, cfg.data.root)
         data = ImageData(LabelledTensors(images, labels), fashion_mnist.MEAN, fashion_mnist.STD, 1)
+    elif cfg.data.source == "trajectories":
+        from jepa.planning.trajectories import trajectory_frames
+
+        if cfg.data.root is None:
+            raise ConfigError("data.source 'trajectories' needs data.root, the folder of trajectory shards")
+        images, labels, mean, std = trajectory_frames(cfg.data.root)
+        data = ImageData(LabelledTensors(images, labels), mean, std, images.shape[1])
     else:
         data = ImageData(ImageFolder(split_folder(cfg.data.source, split)), IMAGENET_MEAN, IMAGENET_STD, 3)
     if data.channels != cfg.encoder.in_chans:

@@ -1,5 +1,4 @@
-"""Command line: ``jepa train [--config PATH] [key=value ...]``, ``jepa launch ...`` (SLURM or local job)
-and ``jepa export SOURCE OUT_DIR``."""
+"""Command line: ``jepa train``, ``jepa launch`` (SLURM or local job), ``jepa export`` and ``jepa plan``."""
 
 from __future__ import annotations
 
@@ -7,7 +6,7 @@ import argparse
 import json
 import sys
 
-from jepa.config import Config, ConfigError, load_config
+from jepa.config import Config, ConfigError, load_config, load_plan_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,9 +48,14 @@ def main(argv: list[str] | None = None) -> int:
                           help="auto: SLURM when sbatch is available, else local processes")
     launch_p.add_argument("--wait", action="store_true", help="block until a SLURM job ends (local jobs always wait)")
     launch_p.add_argument("overrides", nargs="*", metavar="key=value")
+    plan_p = sub.add_parser("plan", help="two-rooms planning recipe: collect, pretrain, world model, evaluate (resumable)")
+    plan_p.add_argument("--config", help="YAML plan config, e.g. configs/plan/two_rooms.yaml; omitted: its defaults")
+    plan_p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. run_dir=runs/p world_model.steps=500")
     args = parser.parse_args(argv)
     if args.command == "export":
         return _export(parser, args)
+    if args.command == "plan":
+        return _plan(parser, args)
 
     try:
         cfg = load_config(args.config, args.overrides)
@@ -121,6 +125,27 @@ def _launch(args: argparse.Namespace, cfg: Config, parser: argparse.ArgumentPars
         print(f"jepa: {err}", file=sys.stderr)
         return 1
     print(f"summary: {cfg.run_dir}/summary.json", flush=True)
+    return 0
+
+
+def _plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    try:
+        cfg = load_plan_config(args.config, args.overrides)
+    except ConfigError as err:
+        parser.exit(2, f"jepa: config error: {err}\n")
+
+    from jepa.planning.recipe import run_recipe
+    from jepa.train import TrainingStopped
+
+    try:
+        summary = run_recipe(cfg)
+    except TrainingStopped as err:
+        print(f"jepa: {err}", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError) as err:
+        print(f"jepa: error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary))
     return 0
 
 

@@ -28,6 +28,7 @@ class DataConfig:
     """Where images or clips come from and how they are augmented."""
 
     # images: "fashion-mnist" or an ImageNet-style folder with train/ (and val/ or test/);
+    # planning: "trajectories" (frames of the trajectory shards in ``root``);
     # video: "moving-digits" (generated on first use) or webdataset shards (a folder with train/ and
     # val/ shard folders, a folder with manifest.json, or a brace pattern of .tar URLs)
     source: str = "fashion-mnist"
@@ -190,6 +191,124 @@ class Config:
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
+def two_rooms_pretrain_defaults() -> Config:
+    """The encoder stage of the planning recipe: a small ViT on 65 x 65 two-channel frames, no crops or flips."""
+    cfg = Config()
+    cfg.data = DataConfig(source="trajectories", img_size=65, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0),
+                          hflip=False, batch_size=64)
+    cfg.encoder = EncoderConfig(arch="vit_tiny", patch_size=13, in_chans=2, embed_dim=64, depth=4, num_heads=4)
+    cfg.predictor = PredictorConfig(embed_dim=64, depth=2, num_heads=4)
+    cfg.masks = MaskConfig(num_targets=2, min_keep=4)
+    cfg.train = TrainConfig(steps=400, log_every=25, ckpt_every=100, threads=1)
+    cfg.optim = OptimConfig(warmup_steps=40)
+    cfg.probe = ProbeConfig(enabled=False)
+    cfg.wandb = WandbConfig(mode="disabled")
+    return cfg
+
+
+@dataclass
+class CollectConfig:
+    """Random-exploration trajectories (the reference's statistics)."""
+
+    num_trajectories: int = 1000
+    steps: int = 60  # actions per trajectory
+    shard_size: int = 250
+    kappa: float = 5.0
+    door_fraction: float = 1 / 3
+
+
+@dataclass
+class WorldModelConfig:
+    """The action-conditioned predictor on frozen, layer-normed, pooled encoder features."""
+
+    pool: int = 2  # encoder tokens average-pooled to pool x pool per frame (0: all tokens)
+    frameskip: int = 5  # environment steps per predictor step (their actions are concatenated)
+    window: int = 4  # frames the predictor sees (training clip length and rollout window)
+    embed_dim: int = 64
+    depth: int = 3
+    num_heads: int = 4
+    rollout_steps: int = 2  # autoregressive steps in the rollout loss
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    ensemble: int = 1  # predictors trained from different seeds; their disagreement can join the cost
+    log_every: int = 100
+
+
+@dataclass
+class PlannerConfig:
+    """CEM or MPPI with its budget; the agent replans every ``replan_every`` steps."""
+
+    kind: Literal["cem", "mppi"] = "cem"
+    samples: int = 300
+    iterations: int = 3
+    elites: int = 30
+    horizon: int = 90
+    replan_every: int = 20
+    repeat: int = 10  # each sampled action is held this many steps
+    init_std: float = 3.0
+    action_bound: float = 1.75  # per-axis box; the environment also clips the norm to 2.45
+    temperature: float = 0.5  # MPPI only
+    cost: Literal["final", "summed"] = "final"
+    until_episode_end: bool = True  # energy at the episode's last step once it is within the horizon
+    disagreement: float = 0.0  # weight of the ensemble's disagreement in the cost
+    seed: int = 0
+
+
+@dataclass
+class PlanEvalConfig:
+    """Which episodes the evaluation plays: a JSON file, or ``n`` drawn by reset(seed + i)."""
+
+    episodes: str | None = None  # None with seed None: the 20 pinned episodes shipped with jepa
+    seed: int | None = None
+    n: int = 20
+    gif: bool = True
+    max_horizon: int = 32  # rollout-error curve up to this many predictor steps
+
+
+@dataclass
+class PlanConfig:
+    """The two-rooms planning recipe: collect -> pretrain encoder -> train predictor -> evaluate."""
+
+    run_dir: str | None = None
+    seed: int = 0
+    threads: int = 1
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    pretrain: Config = field(default_factory=two_rooms_pretrain_defaults)
+    world_model: WorldModelConfig = field(default_factory=WorldModelConfig)
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    eval: PlanEvalConfig = field(default_factory=PlanEvalConfig)
+
+
+def load_plan_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> PlanConfig:
+    """A PlanConfig from its defaults, a YAML file and ``key=value`` overrides (unknown keys rejected)."""
+    cfg = PlanConfig()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        _merge(cfg, data)
+    for text in overrides:
+        _merge(cfg, parse_override(text))
+    validate(cfg.pretrain)
+    w, p = cfg.world_model, cfg.planner
+    checks = [
+        (cfg.collect.num_trajectories >= 1 and cfg.collect.steps >= 1, "collect sizes must be >= 1"),
+        (cfg.collect.steps >= w.frameskip * w.window, "collect.steps must cover frameskip x window steps"),
+        (w.frameskip >= 1 and w.window >= 2 and w.ensemble >= 1, "world_model: frameskip >= 1, window >= 2, ensemble >= 1"),
+        (1 <= p.replan_every <= p.horizon, "planner.replan_every must be in [1, horizon]"),
+        (p.disagreement == 0 or w.ensemble > 1, "planner.disagreement needs world_model.ensemble > 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    return cfg
+
+
 def _convert(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp`` and convert where YAML is looser (lists -> tuples, ints -> floats)."""
     origin = typing.get_origin(tp)
@@ -322,6 +441,18 @@ def to_dict(cfg: Config) -> dict[str, Any]:
         return value
 
     return plain(dataclasses.asdict(cfg))
+
+
+def update_from_dict(obj: Any, data: dict[str, Any]) -> None:
+    """Apply a nested dict (or parsed ``key=value`` overrides) onto any config dataclass, keys checked."""
+    _merge(obj, data)
+
+
+def plan_config_from_dict(data: dict[str, Any]) -> PlanConfig:
+    """Inverse of :func:`to_dict` for a PlanConfig."""
+    cfg = PlanConfig()
+    _merge(cfg, data)
+    return cfg
 
 
 def from_dict(data: dict[str, Any]) -> Config:

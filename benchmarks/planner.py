@@ -1,0 +1,101 @@
+"""Planning speed: seconds per replanning step (one planner call: encode the start, then iterations x one
+batched rollout of every sample) with the recipe's learned world model and with the oracle.
+
+    python -m benchmarks.planner                         # reference budget (200 x 20, horizon 90) and horizon 16
+    python -m benchmarks.planner --checkpoint RUN        # a trained recipe run instead of random weights
+    python -m benchmarks.planner --smoke                 # seconds, for CI
+
+Timing does not depend on the weights, so without a checkpoint the recipe's architecture
+(configs/plan/two_rooms.yaml) is built at random init. Prints ONE JSON line: per budget, the median
+and p90 over ``--calls`` calls (after one warm-up call).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.report import device_name
+from jepa.build import build_encoder
+from jepa.config import PlannerConfig, load_plan_config
+from jepa.planning.envs import two_rooms as tr
+from jepa.planning.oracle import OracleWorldModel
+from jepa.planning.planners import PlanningAgent, final_distance
+from jepa.planning.recipe import build_predictor, load_world_model
+from jepa.planning.world_model import FrameEncoder, LatentWorldModel, latent_cost
+
+RECIPE = Path(__file__).resolve().parents[1] / "configs" / "plan" / "two_rooms.yaml"
+
+
+def random_world_model(config: str | Path) -> LatentWorldModel:
+    cfg = load_plan_config(config)
+    torch.manual_seed(0)
+    encoder = FrameEncoder(build_encoder(cfg.pretrain), mean=(0.0, 0.0), std=(1.0, 1.0),
+                           img_size=cfg.pretrain.data.img_size, pool=cfg.world_model.pool)
+    predictors = [build_predictor(cfg, encoder, 2) for _ in range(cfg.world_model.ensemble)]
+    return LatentWorldModel(encoder, predictors, frameskip=cfg.world_model.frameskip)
+
+
+def time_calls(agent_factory, calls: int) -> list[float]:
+    """Seconds of ``calls`` planning calls (each from a fresh agent, so none is warm-started), after a warm-up."""
+    env = tr.TwoRoomsEnv()
+    obs = env.reset(seed=0)
+    goal = env.goal_observation()
+    seconds = []
+    for i in range(calls + 1):
+        agent = agent_factory()
+        agent.reset(goal)
+        start = time.perf_counter()
+        agent.act(obs)
+        if i:
+            seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.planner", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--config", default=str(RECIPE))
+    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--horizons", type=int, nargs="+", default=[90, 16])
+    parser.add_argument("--calls", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.samples, args.iterations, args.horizons, args.calls = 16, 2, [10], 1
+    torch.set_num_threads(args.threads)
+    from eval.planning import build_planner
+
+    model = load_world_model(args.checkpoint)[0] if args.checkpoint else random_world_model(args.config)
+    results = []
+    for horizon in args.horizons:
+        p = PlannerConfig(samples=args.samples, iterations=args.iterations, elites=max(1, args.samples // 10),
+                          horizon=horizon, replan_every=1, repeat=1)
+        for name, factory in (
+            ("learned", lambda: PlanningAgent(model, build_planner(p), latent_cost("final"), replan_every=1)),
+            ("oracle", lambda: PlanningAgent(OracleWorldModel(), build_planner(p), final_distance(2), replan_every=1)),
+        ):
+            seconds = time_calls(factory, args.calls)
+            results.append({"model": name, "samples": p.samples, "iterations": p.iterations, "horizon": horizon,
+                            "seconds_per_step": round(statistics.median(seconds), 4),
+                            "seconds_per_step_p90": round(sorted(seconds)[int(0.9 * (len(seconds) - 1))], 4)})
+            print(f"{name} horizon {horizon}: {results[-1]['seconds_per_step']} s per replanning step",
+                  file=sys.stderr, flush=True)
+    report = {"command": ["python", "-m", "benchmarks.planner", *(argv if argv is not None else sys.argv[1:])],
+              "device": device_name(torch.device("cpu")), "torch": torch.__version__,
+              "world_model": args.checkpoint or f"random init of {args.config}",
+              "frameskip": model.frameskip, "ensemble": len(model.predictors), "results": results}
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""Planning success on two-rooms with a learned world model (and the oracle model side by side).
+
+    python -m eval.planning --checkpoint RUN [--episodes FILE.json | --seed S --n 20] [--oracle]
+    python -m eval.planning --oracle-only [--episodes FILE.json | --seed S --n 20]
+
+Prints one JSON line last: success_rate, mean_final_distance, seconds_per_step (planning seconds per
+replanning step) and the full budget; writes results.json, a GIF of the first episode, and the
+rollout error against horizon (latent L1 and a linear position probe on predicted features) as JSON
+and a plot, in ``--out`` (default: RUN/eval).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from jepa.config import PlannerConfig
+from jepa.planning.envs import two_rooms as tr
+from jepa.planning.oracle import OracleWorldModel
+from jepa.planning.planners import CEM, MPPI, PlanningAgent, WorldModel, final_distance, summed_distance
+
+
+def resolve_episodes(episodes_file: str | None, seed: int | None, n: int) -> tuple[list[tr.Episode], str]:
+    if episodes_file is not None and seed is not None:
+        raise ValueError("give either an episodes file or --seed/--n, not both")
+    if seed is not None:
+        return tr.episodes_from_seed(seed, n), f"reset(seed={seed} + i), i < {n}"
+    if episodes_file is not None:
+        return tr.load_episodes(episodes_file), episodes_file
+    return tr.load_episodes(), "pinned two_rooms_20.json"
+
+
+def build_planner(p: PlannerConfig, action_dim: int = 2):
+    common = dict(horizon=p.horizon, action_dim=action_dim, low=-p.action_bound, high=p.action_bound,
+                  samples=p.samples, iterations=p.iterations, elites=p.elites, init_std=p.init_std,
+                  repeat=p.repeat, seed=p.seed)
+    return MPPI(temperature=p.temperature, **common) if p.kind == "mppi" else CEM(**common)
+
+
+def budget(p: PlannerConfig) -> dict[str, Any]:
+    return {"planner": p.kind, "samples": p.samples, "iterations": p.iterations, "elites": p.elites,
+            "horizon": p.horizon, "replan_every": p.replan_every, "repeat": p.repeat,
+            "steps": tr.MAX_STEPS, "cost": p.cost, "until_episode_end": p.until_episode_end,
+            "init_std": p.init_std, "action_bound": p.action_bound, "disagreement": p.disagreement}
+
+
+def play(agent: PlanningAgent, episode: tr.Episode, *, record: bool = False) -> dict[str, Any]:
+    """One episode of ``MAX_STEPS`` steps; success is judged on the final position."""
+    env = tr.TwoRoomsEnv()
+    obs = env.reset_to(episode)
+    agent.reset(env.goal_observation())
+    frames = [env.render()] if record else []
+    while not env.done:
+        obs = env.step(agent.act(obs))
+        if record:
+            frames.append(env.render())
+    return {"success": env.success, "final_distance": env.distance_to_goal,
+            "plan_seconds": list(agent.plan_seconds), "frames": frames}
+
+
+def evaluate_agent(make_agent: Callable[[], PlanningAgent], episodes: list[tr.Episode], *, name: str,
+                   gif: Path | None) -> dict[str, Any]:
+    results = []
+    for i, episode in enumerate(episodes):
+        r = play(make_agent(), episode, record=gif is not None and i == 0)
+        if r["frames"]:
+            tr.save_gif(r["frames"][::2], gif)
+        results.append(r)
+        print(f"{name} episode {i + 1}/{len(episodes)}: success={r['success']} "
+              f"final_distance={r['final_distance']:.2f}", file=sys.stderr, flush=True)
+    seconds = [s for r in results for s in r["plan_seconds"]]
+    return {
+        "success_rate": float(np.mean([r["success"] for r in results])),
+        "successes": int(sum(r["success"] for r in results)),
+        "episodes": len(results),
+        "mean_final_distance": float(np.mean([r["final_distance"] for r in results])),
+        "seconds_per_step": float(np.median(seconds)),
+        "mean_seconds_per_step": float(np.mean(seconds)),
+        "final_distances": [round(r["final_distance"], 2) for r in results],
+    }
+
+
+def oracle_agent(p: PlannerConfig) -> PlanningAgent:
+    cost = final_distance(2) if p.cost == "final" else summed_distance(2)
+    return PlanningAgent(OracleWorldModel(), build_planner(p), cost, replan_every=p.replan_every,
+                         episode_steps=tr.MAX_STEPS if p.until_episode_end else None)
+
+
+def learned_agent(model: WorldModel, p: PlannerConfig) -> PlanningAgent:
+    from jepa.planning.world_model import latent_cost
+
+    return PlanningAgent(model, build_planner(p), latent_cost(p.cost, p.disagreement), replan_every=p.replan_every,
+                         episode_steps=tr.MAX_STEPS if p.until_episode_end else None)
+
+
+@torch.no_grad()
+def rollout_error(model, frameskip: int, max_horizon: int, out_dir: Path, *, num: int = 96,
+                  seed: int = 12345) -> dict[str, Any]:
+    """Latent L1 and position-probe error (px) of open-loop predictions at horizons 1..max_horizon
+    (predictor steps of ``frameskip`` environment steps) on fresh exploration trajectories.
+
+    The probe is a ridge regression from pooled features to (x, y), fit on the true features of half
+    the trajectories; the other half is rolled out. Its error on true features is the floor."""
+    from jepa.planning.recipe import encode_trajectories
+    from jepa.planning.trajectories import exploration_batch
+
+    trajs = exploration_batch(np.random.default_rng(seed), num, max_horizon * frameskip)
+    data = encode_trajectories(model.encoder, trajs, frameskip)
+    feats, actions, pos = data["features"], data["actions"], data["positions"].double()
+    half = num // 2
+    x = feats[:half].flatten(2).flatten(0, 1).double()
+    x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+    y = pos[:half].flatten(0, 1)
+    w = torch.linalg.solve(x.T @ x + 1e-3 * torch.eye(x.shape[1], dtype=x.dtype), x.T @ y)
+
+    def probe(f: torch.Tensor) -> torch.Tensor:
+        flat = f.flatten(-2).double()
+        return torch.cat([flat, torch.ones(*flat.shape[:-1], 1, dtype=flat.dtype)], -1) @ w
+
+    test_f, test_a, test_p = feats[half:], actions[half:], pos[half:]
+    start = test_f[:, :1].float()
+    preds = torch.stack([p.rollout(start, test_a) for p in model.predictors]).mean(0)  # [B, H, N, D]
+    latent = (preds - test_f[:, 1:]).abs().mean(dim=(0, 2, 3))
+    pos_err = (probe(preds) - test_p[:, 1:]).norm(dim=-1).mean(0)
+    floor = (probe(test_f[:, 1:]) - test_p[:, 1:]).norm(dim=-1).mean(0)
+    copy = (test_f[:, :1] - test_f[:, 1:]).abs().mean(dim=(0, 2, 3))  # predicting "nothing moves"
+    result = {"horizon": list(range(1, max_horizon + 1)), "env_steps_per_horizon": frameskip,
+              "latent_l1": [round(float(v), 4) for v in latent],
+              "latent_l1_copy_last": [round(float(v), 4) for v in copy],
+              "position_error_px": [round(float(v), 2) for v in pos_err],
+              "probe_floor_px": [round(float(v), 2) for v in floor]}
+    (out_dir / "rollout_error.json").write_text(json.dumps(result, indent=1) + "\n")
+    plot_rollout_error(result, out_dir / "rollout_error.png")
+    return result
+
+
+def plot_rollout_error(result: dict[str, Any], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h = result["horizon"]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    axes[0].plot(h, result["latent_l1"], label="predicted")
+    axes[0].plot(h, result["latent_l1_copy_last"], "--", label="copy start frame")
+    axes[0].set_title("latent L1 error")
+    axes[1].plot(h, result["position_error_px"], label="probe on predicted")
+    axes[1].plot(h, result["probe_floor_px"], "--", label="probe on true")
+    axes[1].set_title("position error (px)")
+    for ax in axes:
+        ax.set_xlabel(f"horizon (predictor steps of {result['env_steps_per_horizon']} env steps)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def evaluate_run(run_dir: str | Path | None, *, episodes_file: str | None = None, seed: int | None = None,
+                 n: int = 20, oracle: bool = True, planner: PlannerConfig | None = None,
+                 out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Learned-model planning on a recipe run (``run_dir``; None: oracle only), the oracle alongside."""
+    episodes, source = resolve_episodes(episodes_file, seed, n)
+    summary: dict[str, Any] = {"episodes_source": source}
+    if run_dir is not None:
+        from jepa.planning.recipe import load_world_model
+
+        model, cfg = load_world_model(run_dir)
+        p = planner or cfg.planner
+        out = Path(out_dir or Path(run_dir) / "eval")
+        out.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        learned = evaluate_agent(lambda: learned_agent(model, p), episodes, name="learned",
+                                 gif=out / "episode.gif" if cfg.eval.gif else None)
+        learned["wall_seconds"] = round(time.perf_counter() - start, 1)
+        curve = rollout_error(model, cfg.world_model.frameskip, cfg.eval.max_horizon, out)
+        summary.update(learned)
+        summary["ensemble"] = len(model.predictors)
+        summary["rollout_error"] = {k: curve[k] for k in ("position_error_px", "latent_l1")}
+    else:
+        p = planner or PlannerConfig()
+        out = Path(out_dir or "runs/eval-oracle")
+        out.mkdir(parents=True, exist_ok=True)
+    if oracle:
+        start = time.perf_counter()
+        orc = evaluate_agent(lambda: oracle_agent(p), episodes, name="oracle",
+                             gif=out / "oracle_episode.gif" if run_dir is None else None)
+        orc["wall_seconds"] = round(time.perf_counter() - start, 1)
+        summary["oracle"] = orc
+        if run_dir is None:
+            summary.update({k: orc[k] for k in ("success_rate", "mean_final_distance", "seconds_per_step")})
+    summary["budget"] = budget(p)
+    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.planning", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", help="a planning recipe run folder (or its world_model.pt)")
+    parser.add_argument("--oracle-only", action="store_true", help="plan with the environment's physics only")
+    parser.add_argument("--no-oracle", action="store_true", help="skip the oracle comparison")
+    parser.add_argument("--episodes", help="JSON list of {wall_x, door_y, start, goal}")
+    parser.add_argument("--seed", type=int, help="draw episodes with reset(seed + i)")
+    parser.add_argument("--n", type=int, default=20)
+    parser.add_argument("--out", help="output folder (default RUN/eval, or runs/eval-oracle)")
+    parser.add_argument("--threads", type=int, default=1)
+    for f in dataclasses.fields(PlannerConfig):
+        flag = "planner-seed" if f.name == "seed" else f.name.replace("_", "-")
+        parser.add_argument(f"--{flag}", dest=f"planner_{f.name}", default=None,
+                            help=f"planner.{f.name} (default: the run's config)")
+    args = parser.parse_args(argv)
+    if (args.checkpoint is None) != args.oracle_only:
+        parser.error("give --checkpoint RUN, or --oracle-only")
+    torch.set_num_threads(args.threads)
+    overrides = [f"{f.name}={getattr(args, 'planner_' + f.name)}" for f in dataclasses.fields(PlannerConfig)
+                 if getattr(args, "planner_" + f.name) is not None]
+    planner = None
+    if overrides:
+        from jepa.config import parse_override, update_from_dict
+
+        if args.checkpoint:
+            from jepa.planning.recipe import load_world_model
+
+            planner = load_world_model(args.checkpoint)[1].planner
+        else:
+            planner = PlannerConfig()
+        for o in overrides:
+            update_from_dict(planner, parse_override(o))
+    try:
+        summary = evaluate_run(args.checkpoint, episodes_file=args.episodes, seed=args.seed, n=args.n,
+                               oracle=not args.no_oracle, planner=planner, out_dir=args.out)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"eval.planning: error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""Sampling planners over action sequences (CEM, MPPI) and the receding-horizon agent that uses them.
+
+A planner knows nothing about world models: :meth:`Planner.plan` takes a ``rollout`` callable
+(actions [S, H, A] -> predicted states [S, H, ...]) and a ``cost`` callable (predicted states ->
+[S]). The caller encodes the start and the goal once and closes over them, so one planning call
+costs ``iterations`` batched rollouts and nothing per sample. All tensors stay on the device;
+the loop has no host syncs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+Rollout = Callable[[torch.Tensor], torch.Tensor]
+Cost = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The best action sequence found [H, A], its cost, and the sampling mean to warm-start from."""
+
+    actions: torch.Tensor
+    cost: torch.Tensor
+    mean: torch.Tensor
+
+
+class Planner(Protocol):
+    horizon: int
+    action_dim: int
+
+    def plan(self, rollout: Rollout, cost: Cost, init: torch.Tensor | None = None) -> Plan: ...
+
+
+class SamplingPlanner:
+    """Shared machinery: bounds, seeding, sampling around a mean, keeping the best sequence seen.
+
+    With ``repeat`` r > 1 the free variables are ceil(H / r) action values, each held for r steps: a
+    lower-dimensional search whose random samples travel far, which finds detours (a door) that
+    per-step white noise, averaging out, does not.
+
+    Every iteration evaluates ``samples`` sequences, the current mean (clamped to the bounds) among
+    them, so the returned plan is never worse than the warm start.
+    """
+
+    def __init__(self, *, horizon: int, action_dim: int, low: float | torch.Tensor, high: float | torch.Tensor,
+                 samples: int = 200, iterations: int = 20, elites: int = 20, init_std: float = 1.0,
+                 min_std: float = 0.05, repeat: int = 1, seed: int = 0, device: torch.device | str = "cpu") -> None:
+        if repeat < 1:
+            raise ValueError(f"repeat must be >= 1, got {repeat}")
+        if horizon < 1 or action_dim < 1 or iterations < 1:
+            raise ValueError("horizon, action_dim and iterations must be >= 1")
+        if samples < 2 or not 1 <= elites <= samples:
+            raise ValueError(f"need samples >= 2 and 1 <= elites <= samples, got samples={samples}, elites={elites}")
+        if init_std <= 0 or min_std < 0:
+            raise ValueError("init_std must be > 0 and min_std >= 0")
+        self.horizon, self.action_dim = horizon, action_dim
+        self.samples, self.iterations, self.elites = samples, iterations, elites
+        self.init_std, self.min_std = init_std, min_std
+        self.repeat = repeat
+        self.knots = -(-horizon // repeat)  # free action values; each is held for ``repeat`` steps
+        self.device = torch.device(device)
+        self.low = torch.as_tensor(low, dtype=torch.float32, device=self.device).expand(action_dim).clone()
+        self.high = torch.as_tensor(high, dtype=torch.float32, device=self.device).expand(action_dim).clone()
+        if not bool((self.low < self.high).all()):
+            raise ValueError(f"action bounds need low < high, got low={self.low.tolist()} high={self.high.tolist()}")
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+
+    def check_actions(self, actions: torch.Tensor, what: str) -> None:
+        """Refuse a sequence of the wrong shape or outside the bounds (a clear error, not a silent clamp)."""
+        if actions.ndim != 2 or actions.shape[1] != self.action_dim:
+            raise ValueError(f"{what} must have shape [H, {self.action_dim}], got {tuple(actions.shape)}")
+        if actions.shape[0] > self.horizon:
+            raise ValueError(f"{what} has {actions.shape[0]} steps, more than the horizon {self.horizon}")
+        a = actions.to(self.low.device)
+        if not bool(torch.isfinite(a).all()) or bool((a < self.low - 1e-6).any() | (a > self.high + 1e-6).any()):
+            raise ValueError(f"{what} has values outside the action bounds [{self.low.tolist()}, {self.high.tolist()}]")
+
+    def initial_mean(self, init: torch.Tensor | None) -> torch.Tensor:
+        """The warm start padded with zeros (clamped into the bounds) to the horizon."""
+        mean = torch.zeros(self.knots, self.action_dim, device=self.device).clamp(self.low, self.high)
+        if init is not None:
+            self.check_actions(init, "init")
+            knots = init[:: self.repeat].to(self.device, torch.float32)
+            mean[: knots.shape[0]] = knots
+        return mean
+
+    def expand(self, knots: torch.Tensor) -> torch.Tensor:
+        """Knot values [..., K, A] -> per-step actions [..., H, A] (each held ``repeat`` steps)."""
+        if self.repeat == 1:
+            return knots
+        return knots.repeat_interleave(self.repeat, dim=-2)[..., : self.horizon, :]
+
+    def plan(self, rollout: Rollout, cost: Cost, init: torch.Tensor | None = None) -> Plan:
+        mean = self.initial_mean(init)
+        std = torch.full_like(mean, self.init_std)
+        samples = torch.empty(self.samples, self.knots, self.action_dim, device=self.device)
+        best = mean.clone()
+        best_cost = torch.full((), float("inf"), device=self.device)
+        for _ in range(self.iterations):
+            torch.randn(samples.shape, generator=self.generator, device=self.device, out=samples)
+            samples.mul_(std).add_(mean)
+            samples[0] = mean
+            samples.clamp_(self.low, self.high)
+            costs = cost(rollout(self.expand(samples)))
+            if costs.shape != (self.samples,):
+                raise ValueError(f"cost must return one value per sample [{self.samples}], got {tuple(costs.shape)}")
+            i = torch.argmin(costs)
+            better = costs[i] < best_cost
+            best = torch.where(better, samples[i], best)
+            best_cost = torch.where(better, costs[i], best_cost)
+            elite_costs, idx = torch.topk(costs, self.elites, largest=False)
+            mean, std = self.update(samples[idx], elite_costs, mean, std)
+            std = std.clamp_min(self.min_std)
+        return Plan(actions=self.expand(best), cost=best_cost, mean=self.expand(mean))
+
+    def update(self, elites: torch.Tensor, costs: torch.Tensor, mean: torch.Tensor, std: torch.Tensor):
+        raise NotImplementedError
+
+
+class CEM(SamplingPlanner):
+    """Cross-entropy method: refit a diagonal Gaussian to the ``elites`` lowest-cost sequences each iteration."""
+
+    def update(self, elites, costs, mean, std):
+        return elites.mean(dim=0), elites.std(dim=0)
+
+
+class MPPI(SamplingPlanner):
+    """Model-predictive path integral: the mean moves to the elites' average weighted by exp(-cost / temperature).
+
+    Costs are standardised over the elites first, so ``temperature`` does not depend on the cost's scale.
+    """
+
+    def __init__(self, *, horizon: int, action_dim: int, low: float | torch.Tensor, high: float | torch.Tensor,
+                 samples: int = 200, iterations: int = 20, elites: int = 20, init_std: float = 1.0,
+                 min_std: float = 0.05, seed: int = 0, device: torch.device | str = "cpu",
+                 temperature: float = 0.5) -> None:
+        super().__init__(horizon=horizon, action_dim=action_dim, low=low, high=high, samples=samples,
+                         iterations=iterations, elites=elites, init_std=init_std, min_std=min_std, seed=seed,
+                         device=device)
+        if temperature <= 0:
+            raise ValueError("temperature must be > 0")
+        self.temperature = temperature
+
+    def update(self, elites, costs, mean, std):
+        z = (costs - costs.min()) / (costs.std() + 1e-8)
+        w = torch.softmax(-z / self.temperature, dim=0).view(-1, 1, 1)
+        new_mean = (w * elites).sum(dim=0)
+        new_std = (w * (elites - new_mean) ** 2).sum(dim=0).sqrt()
+        return new_mean, new_std
+
+
+class WorldModel(Protocol):
+    """What an agent plans with: observations -> states, and batched imagined futures from one state."""
+
+    def encode(self, obs: torch.Tensor) -> torch.Tensor: ...
+
+    def rollout(self, start: torch.Tensor, actions: torch.Tensor) -> torch.Tensor: ...
+
+
+StateCost = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (predicted [S, H, ...], goal [1, ...]) -> [S]
+
+
+def final_distance(p: int = 1) -> StateCost:
+    """Energy of the last predicted state: mean |pred - goal|^p over its features (p=1: L1, as the reference)."""
+
+    def cost(pred: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        diff = (pred[:, -1] - goal).abs().flatten(1)
+        return diff.pow(p).mean(dim=1) if p != 1 else diff.mean(dim=1)
+
+    return cost
+
+
+def summed_distance(p: int = 1) -> StateCost:
+    """Energy summed over every predicted step (rewards getting there early)."""
+
+    def cost(pred: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        diff = (pred - goal.unsqueeze(1)).abs().flatten(2)
+        return (diff.pow(p) if p != 1 else diff).mean(dim=2).sum(dim=1)
+
+    return cost
+
+
+class PlanningAgent:
+    """Receding-horizon control: plan, execute the first ``replan_every`` actions, replan warm-started
+    from the rest of the previous plan (shifted, zero-padded).
+
+    With ``episode_steps`` the energy is taken at the episode's last step once it is within the
+    horizon: a final-state energy alone is indifferent to *when* the goal is reached, so a receding
+    horizon keeps postponing arrival to the horizon's end; counting down to the episode's end removes
+    that (an episode is judged on its final state).
+    """
+
+    def __init__(self, model: WorldModel, planner: Planner, cost: StateCost, *, replan_every: int = 1,
+                 episode_steps: int | None = None) -> None:
+        if not 1 <= replan_every <= planner.horizon:
+            raise ValueError(f"replan_every must be in [1, horizon={planner.horizon}], got {replan_every}")
+        if episode_steps is not None and episode_steps < 1:
+            raise ValueError(f"episode_steps must be >= 1, got {episode_steps}")
+        self.model, self.planner, self.cost, self.replan_every = model, planner, cost, replan_every
+        self.episode_steps = episode_steps
+        self.steps = 0
+        self.goal: torch.Tensor | None = None
+        self.queue: list[torch.Tensor] = []
+        self.previous: torch.Tensor | None = None
+        self.plan_seconds: list[float] = []
+
+    @torch.no_grad()
+    def reset(self, goal_obs: torch.Tensor) -> None:
+        """Encode the goal image once for the whole episode."""
+        self.goal = self.model.encode(goal_obs.unsqueeze(0))
+        self.queue, self.previous, self.plan_seconds, self.steps = [], None, [], 0
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.goal is None:
+            raise RuntimeError("call reset(goal_obs) before act()")
+        if not self.queue:
+            start_time = time.perf_counter()
+            start = self.model.encode(obs.unsqueeze(0))
+            goal = self.goal
+            remaining = self.planner.horizon if self.episode_steps is None else self.episode_steps - self.steps
+            horizon = min(self.planner.horizon, max(remaining, 1))
+
+            def cost(pred: torch.Tensor) -> torch.Tensor:
+                """The energy of the predicted states up to the episode's end (pred may be coarser than steps)."""
+                last = -(-horizon * pred.shape[1] // self.planner.horizon)
+                return self.cost(pred[:, :last], goal)
+
+            init = self.previous[self.replan_every:] if self.previous is not None else None
+            plan = self.planner.plan(lambda a: self.model.rollout(start, a), cost, init=init)
+            actions = plan.actions.cpu()
+            self.plan_seconds.append(time.perf_counter() - start_time)
+            self.previous = actions
+            self.queue = list(actions[: self.replan_every])
+        self.steps += 1
+        return self.queue.pop(0)

@@ -1,0 +1,91 @@
+"""The learned world model for planning: a frozen JEPA encoder + action-conditioned predictor(s).
+
+``encode`` turns observation images into layer-normed, pooled encoder tokens (once per planning
+call for the start, once per episode for the goal); ``rollout`` imagines every sampled action
+sequence in one batch, grouping ``frameskip`` environment actions into one predictor step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from jepa.models.ac_predictor import ACPredictor, pool_tokens
+from jepa.models.vit import VisionTransformer
+from jepa.planning.planners import StateCost
+
+
+class FrameEncoder(nn.Module):
+    """Images in [0, 1] [B, C, H, W] -> normalised -> frozen ViT -> layer norm (no affine) -> pooled [B, N, D]."""
+
+    def __init__(self, encoder: VisionTransformer, *, mean: Sequence[float], std: Sequence[float], img_size: int,
+                 pool: int) -> None:
+        super().__init__()
+        self.encoder = encoder.eval().requires_grad_(False)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.img_size, self.pool = img_size, pool
+        side = int(round(encoder.num_tokens ** 0.5))
+        self.grid = (side, side)
+        self.num_tokens = pool * pool if pool else encoder.num_tokens
+        self.dim = encoder.embed_dim
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        expected = (self.mean.shape[1], self.img_size, self.img_size)
+        if images.ndim != 4 or tuple(images.shape[1:]) != expected:
+            raise ValueError(f"images must be [B, {expected[0]}, {expected[1]}, {expected[2]}], got {tuple(images.shape)}")
+        tokens = self.encoder((images.float() - self.mean) / self.std)
+        tokens = F.layer_norm(tokens, tokens.shape[-1:])
+        return pool_tokens(tokens, self.grid, self.pool)
+
+
+class LatentWorldModel:
+    """encode: images -> [B, N, D]; rollout: start [1, N, D], actions [S, H, A] -> [S, ceil(H / frameskip), M, N, D]
+    for an ensemble of M predictors."""
+
+    def __init__(self, encoder: FrameEncoder, predictors: Sequence[ACPredictor], *, frameskip: int) -> None:
+        for p in predictors:
+            if (p.feature_dim, p.num_tokens) != (encoder.dim, encoder.num_tokens):
+                raise ValueError(
+                    f"the predictor expects {p.num_tokens} tokens of {p.feature_dim} features but the encoder gives "
+                    f"{encoder.num_tokens} of {encoder.dim}: the predictor checkpoint does not match the encoder"
+                )
+            if p.action_dim % frameskip:
+                raise ValueError(f"predictor action_dim {p.action_dim} is not a multiple of frameskip {frameskip}")
+        self.encoder, self.predictors, self.frameskip = encoder, [p.eval() for p in predictors], frameskip
+        self.action_dim = predictors[0].action_dim // frameskip
+
+    def encode(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.encoder(obs)
+
+    @torch.no_grad()
+    def rollout(self, start: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        s, h, a = actions.shape
+        if actions.ndim != 3 or a != self.action_dim:
+            raise ValueError(f"actions must be [S, H, {self.action_dim}], got {tuple(actions.shape)}")
+        pad = -h % self.frameskip  # a horizon that is not a multiple of frameskip ends with "stay" actions
+        if pad:
+            actions = torch.cat([actions, actions.new_zeros(s, pad, a)], dim=1)
+        chunks = actions.reshape(s, (h + pad) // self.frameskip, self.frameskip * a)
+        context = start.unsqueeze(1).expand(s, 1, *start.shape[1:])
+        return torch.stack([p.rollout(context, chunks) for p in self.predictors], dim=2)
+
+
+def latent_cost(kind: str = "final", disagreement: float = 0.0) -> StateCost:
+    """L1 energy between the ensemble-mean prediction and the goal features (last step or summed over steps),
+    plus ``disagreement`` x the ensemble's standard deviation at the same steps."""
+    if kind not in ("final", "summed"):
+        raise ValueError(f"cost kind must be 'final' or 'summed', got {kind!r}")
+
+    def cost(pred: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        steps = pred[:, -1:] if kind == "final" else pred  # [S, h, M, N, D]
+        energy = (steps.mean(dim=2) - goal.unsqueeze(1)).abs().mean(dim=(2, 3)).sum(dim=1)
+        if disagreement and pred.shape[2] > 1:
+            energy = energy + disagreement * steps.std(dim=2).mean(dim=(2, 3)).sum(dim=1)
+        return energy
+
+    return cost

@@ -1,0 +1,23 @@
+"""The planner benchmark prints one JSON report with a time per budget and model."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = str(Path(__file__).resolve().parents[2])
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from benchmarks.planner import main  # noqa: E402
+
+
+def test_smoke_report(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--smoke"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1
+    report = json.loads(lines[0])
+    assert report["device"] and report["frameskip"] == 5
+    assert {r["model"] for r in report["results"]} == {"learned", "oracle"}
+    assert all(r["seconds_per_step"] > 0 and r["horizon"] == 10 for r in report["results"])

@@ -1,0 +1,80 @@
+"""The planning recipe end to end at toy size: stages, resume, eval JSON, GIF, rollout curve, bad input."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from eval import planning as ep  # noqa: E402
+from jepa.cli import main as cli_main  # noqa: E402
+from jepa.config import ConfigError, load_plan_config  # noqa: E402
+from jepa.planning.recipe import load_world_model  # noqa: E402
+
+TOY = ["collect.num_trajectories=16", "collect.steps=20", "collect.shard_size=8", "pretrain.train.steps=2",
+       "pretrain.data.batch_size=8", "world_model.steps=4", "world_model.log_every=2", "world_model.batch_size=4",
+       "world_model.embed_dim=16", "world_model.depth=1", "planner.samples=8", "planner.elites=2", "planner.iterations=1",
+       "planner.horizon=12", "planner.replan_every=12", "planner.repeat=4", "eval.seed=0", "eval.n=1",
+       "eval.max_horizon=2"]
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    run = tmp_path_factory.mktemp("plan") / "run"
+    args = ["plan", "--config", str(ROOT / "configs/plan/two_rooms.yaml"), f"run_dir={run}", *TOY]
+    yield run, args
+    torch.set_num_threads(threads)
+
+
+def test_recipe_runs_resumes_and_reports(toy_run, capsys):
+    run, args = toy_run
+    assert cli_main(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("success_rate", "mean_final_distance", "seconds_per_step", "budget", "oracle", "rollout_error"):
+        assert key in summary
+    assert summary["budget"]["samples"] == 8 and summary["budget"]["horizon"] == 12
+    assert len(summary["rollout_error"]["position_error_px"]) == 2
+    for name in ("eval/episode.gif", "eval/rollout_error.json", "eval/rollout_error.png", "eval/results.json",
+                 "plan_summary.json", "world_model.pt", "encoder/checkpoint.pt", "data/manifest.json"):
+        assert (run / name).is_file(), name
+    assert cli_main(args) == 0  # every stage finds its output and is skipped
+    out = capsys.readouterr().out
+    assert "collect: " in out and "skipped" in out and "nothing to train" in out and "complete, skipped" in out
+
+
+def test_eval_program_and_bad_input(toy_run, capsys, tmp_path):
+    run, _ = toy_run
+    if not (run / "world_model.pt").is_file():
+        pytest.skip("needs the toy run")
+    assert ep.main(["--checkpoint", str(run), "--seed", "3", "--n", "1", "--no-oracle", "--samples", "4", "--elites", "2",
+                    "--out", str(tmp_path)]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["budget"]["samples"] == 4 and last["episodes"] == 1 and "oracle" not in last
+    model, _ = load_world_model(run)
+    with pytest.raises(ValueError, match=r"images must be \[B, 2, 65, 65\]"):
+        model.encode(torch.zeros(1, 2, 64, 64))
+    with pytest.raises(ValueError, match="actions must be"):
+        model.rollout(model.encode(torch.zeros(1, 2, 65, 65)), torch.zeros(4, 10, 3))
+    state = torch.load(run / "world_model.pt", weights_only=True)
+    w = state["predictors"][0]["feature_embed.weight"]
+    state["predictors"][0]["feature_embed.weight"] = torch.zeros(w.shape[0], w.shape[1] + 1)
+    torch.save(state, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="does not match the encoder"):
+        load_world_model(tmp_path / "bad.pt")
+    assert ep.main(["--checkpoint", str(run), "--seed", "0", "--episodes", "x.json"]) == 1
+
+
+def test_plan_config_rejects_unknown_and_inconsistent_keys():
+    with pytest.raises(ConfigError, match="unknown config key 'planner.sample'"):
+        load_plan_config(ROOT / "configs/plan/two_rooms.yaml", ["planner.sample=3"])
+    with pytest.raises(ConfigError, match="disagreement"):
+        load_plan_config(None, ["planner.disagreement=0.5"])
+    cfg = load_plan_config(ROOT / "configs/plan/two_rooms.yaml")
+    assert cfg.pretrain.encoder.in_chans == 2 and cfg.planner.samples == 300 and cfg.planner.iterations == 3

@@ -1,0 +1,55 @@
+"""The oracle world model: state read from the image, rollouts equal to stepping the environment."""
+
+import pytest
+import torch
+
+from eval.planning import oracle_agent, play
+from jepa.config import PlannerConfig
+from jepa.planning.envs import two_rooms as tr
+from jepa.planning.oracle import OracleWorldModel, read_state
+
+
+def test_read_state_recovers_position_and_layout():
+    env = tr.TwoRoomsEnv()
+    for seed in range(5):
+        env.reset(seed=seed)
+        state = read_state(env.observation().unsqueeze(0))[0]
+        e = env.episode
+        assert state[:2].tolist() == pytest.approx(list(e.start), abs=1e-3)
+        assert state[2:].tolist() == [e.layout.wall_x, e.layout.door_y]
+    with pytest.raises(ValueError, match="observations"):
+        read_state(torch.zeros(1, 2, 64, 64))
+
+
+def test_rollout_matches_the_environment():
+    env = tr.TwoRoomsEnv()
+    env.reset(seed=4)
+    model = OracleWorldModel()
+    start = model.encode(env.observation().unsqueeze(0))
+    g = torch.Generator().manual_seed(0)
+    actions = torch.randn(3, 25, 2, generator=g) * 2
+    pred = model.rollout(start, actions)
+    for s in range(3):
+        env.reset_to(env.episode)
+        for t in range(25):
+            env.step(actions[s, t].double())
+            assert pred[s, t, :2].tolist() == pytest.approx(env.position.tolist(), abs=2e-3)
+    with pytest.raises(ValueError, match="actions"):
+        model.rollout(start, torch.zeros(3, 25, 3))
+
+
+def test_oracle_planner_solves_pinned_episodes_quickly():
+    """Two pinned cross-room episodes at a small budget (the full 20 at the recipe budget is a slow test)."""
+    p = PlannerConfig(samples=500, iterations=3, elites=50, horizon=60, replan_every=20, repeat=10)
+    episodes = tr.load_episodes()[2:4]
+    assert all(play(oracle_agent(p), e)["success"] for e in episodes)
+
+
+@pytest.mark.slow
+def test_oracle_planner_at_recipe_budget_solves_95_percent():
+    from jepa.config import load_plan_config
+    from pathlib import Path
+
+    p = load_plan_config(Path(__file__).resolve().parents[2] / "configs" / "plan" / "two_rooms.yaml").planner
+    results = [play(oracle_agent(p), e)["success"] for e in tr.load_episodes()]
+    assert sum(results) >= 19, results

@@ -1,0 +1,120 @@
+"""CEM / MPPI / the receding-horizon agent against mock world models with known optima."""
+
+import pytest
+import torch
+
+from jepa.planning.planners import CEM, MPPI, PlanningAgent, final_distance, summed_distance
+
+
+def integrator(start: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """A point that moves by each action: states [S, H, 2]."""
+    return start.view(1, 1, -1) + actions.cumsum(dim=1)
+
+
+def make(kind, **overrides):
+    args = dict(horizon=8, action_dim=2, low=-1.0, high=1.0, samples=128, iterations=15, elites=12, seed=0)
+    args.update(overrides)
+    return kind(**args)
+
+
+@pytest.mark.parametrize("kind", [CEM, MPPI])
+def test_finds_reachable_goal(kind):
+    goal = torch.tensor([[5.0, -3.0]])
+    start = torch.zeros(1, 2)
+    plan = make(kind).plan(lambda a: integrator(start, a), lambda p: final_distance(1)(p, goal))
+    assert plan.actions.shape == (8, 2)
+    assert float(plan.cost) < 0.1
+    assert torch.allclose(integrator(start, plan.actions[None])[0, -1], goal[0], atol=0.3)
+
+
+@pytest.mark.parametrize("kind", [CEM, MPPI])
+def test_bounds_respected_and_unreachable_goal_saturates(kind):
+    seen = []
+
+    def rollout(a):
+        seen.append((a.min(), a.max()))
+        return integrator(torch.zeros(1, 2), a)
+
+    plan = make(kind, low=torch.tensor([-0.5, -1.0]), high=torch.tensor([0.5, 1.0])).plan(
+        rollout, lambda p: final_distance(1)(p, torch.tensor([[100.0, 100.0]])))
+    assert min(float(lo) for lo, _ in seen) >= -1.0 and max(float(hi) for _, hi in seen) <= 1.0
+    assert plan.actions[:, 0].max() <= 0.5 and plan.actions[:, 1].max() <= 1.0
+    assert plan.actions[:, 0].sum() > 0.85 * 8 * 0.5 and plan.actions[:, 1].sum() > 0.85 * 8  # pushed to the bounds
+
+
+@pytest.mark.parametrize("kind", [CEM, MPPI])
+def test_seeded_and_warm_start_never_worse(kind):
+    goal = torch.tensor([[3.0, 2.0]])
+
+    def run(seed, init=None, iterations=3):
+        return make(kind, seed=seed, iterations=iterations).plan(
+            lambda a: integrator(torch.zeros(1, 2), a), lambda p: summed_distance(1)(p, goal), init=init)
+
+    a, b, c = run(1), run(1), run(2)
+    assert torch.equal(a.actions, b.actions) and not torch.equal(a.actions, c.actions)
+    good = run(0, iterations=15)
+    warm = run(5, init=good.actions, iterations=1)
+    assert float(warm.cost) <= float(good.cost) + 1e-6
+
+
+def test_repeat_holds_actions_and_bad_input():
+    planner = make(CEM, horizon=9, repeat=4)
+    plan = planner.plan(lambda a: integrator(torch.zeros(1, 2), a), lambda p: final_distance(1)(p, torch.tensor([[4.0, 0.0]])))
+    assert plan.actions.shape == (9, 2)
+    assert torch.equal(plan.actions[0], plan.actions[3]) and torch.equal(plan.actions[4], plan.actions[7])
+    with pytest.raises(ValueError, match="shape"):
+        planner.plan(lambda a: integrator(torch.zeros(1, 2), a), lambda p: p[:, -1, 0], init=torch.zeros(4, 3))
+    with pytest.raises(ValueError, match="bounds"):
+        planner.plan(lambda a: integrator(torch.zeros(1, 2), a), lambda p: p[:, -1, 0], init=torch.full((4, 2), 2.0))
+    with pytest.raises(ValueError, match="one value per sample"):
+        planner.plan(lambda a: integrator(torch.zeros(1, 2), a), lambda p: p[:, -1])
+    with pytest.raises(ValueError, match="low < high"):
+        make(CEM, low=1.0, high=-1.0)
+
+
+class CountingModel:
+    """An integrator world model that counts its calls."""
+
+    def __init__(self):
+        self.encodes, self.rollouts = 0, 0
+
+    def encode(self, obs):
+        self.encodes += 1
+        return obs.view(obs.shape[0], -1)
+
+    def rollout(self, start, actions):
+        self.rollouts += 1
+        return integrator(start, actions)
+
+
+@pytest.mark.parametrize("replan_every", [1, 3])
+def test_agent_receding_horizon_reaches_goal_encoding_once_per_call(replan_every):
+    model = CountingModel()
+    planner = make(CEM, horizon=6, iterations=6)
+    agent = PlanningAgent(model, planner, final_distance(1), replan_every=replan_every)
+    goal = torch.tensor([4.0, -2.5])
+    agent.reset(goal)
+    state = torch.zeros(2)
+    for _ in range(9):
+        state = state + agent.act(state)
+    assert torch.allclose(state, goal, atol=0.3)
+    calls = len(agent.plan_seconds)
+    assert calls == -(-9 // replan_every)
+    assert model.encodes == 1 + calls  # the goal once, the start once per planning call
+    assert model.rollouts == calls * planner.iterations
+    with pytest.raises(ValueError, match="replan_every"):
+        PlanningAgent(model, planner, final_distance(1), replan_every=7)
+
+
+def test_agent_counts_down_to_the_episode_end():
+    seen = []
+
+    def cost(pred, goal):
+        seen.append(pred.shape[1])
+        return final_distance(1)(pred, goal)
+
+    agent = PlanningAgent(CountingModel(), make(CEM, horizon=6, iterations=1), cost, replan_every=1, episode_steps=8)
+    agent.reset(torch.zeros(2))
+    for _ in range(8):
+        agent.act(torch.zeros(2))
+    assert seen == [6, 6, 6, 5, 4, 3, 2, 1]

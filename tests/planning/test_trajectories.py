@@ -1,0 +1,56 @@
+"""Exploration statistics, the generic trajectory schema and its shards."""
+
+import json
+
+import numpy as np
+import pytest
+
+from jepa.planning import trajectories as T
+from jepa.planning.envs import two_rooms as tr
+
+
+def test_exploration_statistics_and_door_steering():
+    rng = np.random.default_rng(0)
+    episodes = [tr.draw_episode(rng) for _ in range(60)]
+    steer = np.arange(60) < 30
+    positions, actions = T.explore(episodes, 80, rng, steer)
+    lengths = np.linalg.norm(actions, axis=-1)
+    assert lengths.min() >= 0.2 - 1e-6 and lengths.max() <= 1.8 + 1e-6
+    assert abs(lengths.mean() - 1.0) < 0.05
+    for e, p in zip(episodes, positions):
+        assert all(tr.is_free(q, e.layout) for q in p[::7])
+    crossed = np.array([tr.room_of(p[-1, 0], e.layout) == -tr.room_of(p[0, 0], e.layout) for e, p in zip(episodes, positions)])
+    assert crossed[:30].mean() > 0.8  # steered runs go through the door
+    assert crossed[30:].mean() < 0.5
+
+
+def test_shards_round_trip_and_schema(tmp_path):
+    manifest = T.write_exploration(tmp_path / "d", num=5, steps=6, seed=1, shard_size=2)
+    assert manifest["format"] == T.FORMAT and manifest["num_samples"] == 5 and len(manifest["shards"]) == 3
+    back = list(T.read_trajectories(tmp_path / "d"))
+    again = T.exploration_batch(np.random.default_rng([1, 0]), 2, 6)
+    assert len(back) == 5 and back[0].frames.shape == (7, 2, 65, 65) and back[0].frames.dtype == np.uint8
+    np.testing.assert_array_equal(back[1].frames, again[1].frames)
+    np.testing.assert_allclose(back[1].actions, again[1].actions)
+    # frames show the dot where the state says it is
+    row, col = np.unravel_index(back[0].frames[3, 0].argmax(), (65, 65))
+    assert abs(col - back[0].state[3, 0]) <= 0.5 and abs(row - back[0].state[3, 1]) <= 0.5
+    with pytest.raises(FileExistsError):
+        T.write_exploration(tmp_path / "d", num=1, steps=2, seed=0)
+    # a user's own logs: any frame size, action size, no state
+    with T.TrajectoryShardWriter(tmp_path / "own") as writer:
+        writer.write_trajectory("a", T.Trajectory(np.zeros((4, 3, 8, 8), np.uint8), np.ones((3, 7), np.float32)))
+    (own,) = T.read_trajectories(tmp_path / "own")
+    assert own.state is None and own.actions.shape == (3, 7)
+    (tmp_path / "own" / "manifest.json").write_text(json.dumps({"format": "jepa-video-shards", "shards": []}))
+    with pytest.raises(ValueError, match="not trajectories"):
+        list(T.read_trajectories(tmp_path / "own"))
+
+
+def test_trajectory_shapes_are_checked():
+    with pytest.raises(ValueError, match="actions"):
+        T.Trajectory(np.zeros((4, 2, 5, 5), np.uint8), np.zeros((4, 2), np.float32))
+    with pytest.raises(ValueError, match="uint8"):
+        T.Trajectory(np.zeros((4, 2, 5, 5), np.float32), np.zeros((3, 2), np.float32))
+    with pytest.raises(ValueError, match="state"):
+        T.Trajectory(np.zeros((4, 2, 5, 5), np.uint8), np.zeros((3, 2), np.float32), np.zeros((3, 2), np.float32))

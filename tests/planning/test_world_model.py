@@ -1,0 +1,55 @@
+"""The learned world model wrapper: encoding, frameskip chunking and padding, ensemble cost."""
+
+import pytest
+import torch
+
+from jepa.models.ac_predictor import ACPredictor
+from jepa.models.vit import resolve_size, vit_2d
+from jepa.planning.world_model import FrameEncoder, LatentWorldModel, latent_cost
+
+
+def tiny(pool=1, predictors=2, feature_dim=32):
+    torch.manual_seed(0)
+    vit = vit_2d(resolve_size("vit_tiny", embed_dim=32, depth=1, num_heads=2), img_size=65, patch_size=13, in_chans=2)
+    enc = FrameEncoder(vit, mean=(0.0, 0.0), std=(1.0, 1.0), img_size=65, pool=pool)
+    preds = [ACPredictor(feature_dim=feature_dim, action_dim=6, num_tokens=pool * pool, embed_dim=16, depth=1,
+                         num_heads=2, max_frames=3) for _ in range(predictors)]
+    return enc, preds
+
+
+def test_encode_is_layer_normed_and_rollout_chunks_actions():
+    enc, preds = tiny()
+    model = LatentWorldModel(enc, preds, frameskip=3)
+    z = model.encode(torch.rand(2, 2, 65, 65))
+    assert z.shape == (2, 1, 32)
+    assert torch.allclose(z.mean(-1), torch.zeros(2, 1), atol=1e-5)
+    actions = torch.randn(4, 7, 2)  # 7 steps -> padded to 9 = 3 predictor steps
+    out = model.rollout(z[:1], actions)
+    assert out.shape == (4, 3, 2, 1, 32)
+    padded = torch.cat([actions, torch.zeros(4, 2, 2)], 1).reshape(4, 3, 6)
+    with torch.no_grad():
+        expected = preds[1].rollout(z[:1].unsqueeze(1).expand(4, 1, 1, 32), padded)
+    assert torch.allclose(out[:, :, 1], expected, atol=1e-5)
+
+
+def test_latent_cost_matches_formula():
+    pred = torch.randn(5, 3, 2, 4, 8)  # [S, steps, ensemble, tokens, dim]
+    goal = torch.randn(1, 4, 8)
+    final = latent_cost("final")(pred, goal)
+    assert torch.allclose(final, (pred[:, -1].mean(1) - goal).abs().mean(dim=(1, 2)), atol=1e-6)
+    summed = latent_cost("summed")(pred, goal)
+    assert torch.allclose(summed, (pred.mean(2) - goal.unsqueeze(1)).abs().mean(dim=(2, 3)).sum(1), atol=1e-5)
+    spread = latent_cost("final", disagreement=2.0)(pred, goal) - final
+    assert torch.allclose(spread, 2.0 * pred[:, -1].std(dim=1).mean(dim=(1, 2)), atol=1e-5)
+    with pytest.raises(ValueError, match="final"):
+        latent_cost("mean")
+
+
+def test_mismatched_predictor_is_refused():
+    enc, _ = tiny()
+    _, wrong = tiny(feature_dim=16)
+    with pytest.raises(ValueError, match="does not match the encoder"):
+        LatentWorldModel(enc, wrong, frameskip=3)
+    enc2, preds = tiny()
+    with pytest.raises(ValueError, match="multiple of frameskip"):
+        LatentWorldModel(enc2, preds, frameskip=4)
