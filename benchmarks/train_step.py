@@ -127,7 +127,7 @@ def build_bench(cfg: Config) -> Bench:
     torch.manual_seed(cfg.seed)
     model = build_jepa(cfg)
     optimizer = build_optimizer(model, cfg)
-    apply_perf(model, cfg.perf, accelerator.device)
+    apply_perf(model, cfg.perf, accelerator.device, resolve_precision(cfg.train.precision, accelerator.device))
     model, optimizer = accelerator.prepare(model, optimizer)
     side = cfg.data.img_size
     frames = (cfg.video.num_frames,) if is_video(cfg) else ()
@@ -309,7 +309,7 @@ def sweep(cfg: Config, argv: list[str], *, switches: list[str], rounds: int,
         section, field_name = key.split(".")
         current = str(getattr(getattr(cfg, section), field_name))
         if name == "attention":  # 'auto' stands for what it picks on this device
-            current = "fused" if fused_attention_for(current, device) else "math"
+            current = "fused" if fused_attention_for(current, device, resolve_precision(cfg.train.precision, device)) else "math"
         variants[f"{name}={flip[current]}"] = [f"{key}={flip[current]}"]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     for round_ in range(rounds):

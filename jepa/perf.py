@@ -16,16 +16,20 @@ from jepa.config import PerfConfig
 from jepa.onednn_linear import use_onednn_linear
 
 
-def fused_attention_for(choice: str, device: torch.device) -> bool:
-    """Whether attention should run as fused SDPA: 'auto' means yes on GPU, no on CPU.
+def fused_attention_for(choice: str, device: torch.device, autocast_dtype: torch.dtype | None) -> bool:
+    """Whether attention should run as fused SDPA. 'auto': yes on GPU; on CPU only without bf16 autocast.
 
-    On CPU the flash kernel's backward is slower than plain matmul + softmax at
-    the sequence lengths JEPA uses (a few hundred tokens): measured 2x on the
-    ViT-Tiny reference step in bf16 (README "Performance").
+    On CPU under bf16 the flash kernel's backward is slower than plain matmul +
+    softmax at the sequence lengths JEPA uses (a few hundred tokens): the ViT-Tiny
+    reference step runs 1.25x faster with math attention. In fp32 the two are
+    equally fast and the fused kernel needs less memory (it keeps no attention
+    matrix), so it stays (README "Performance").
     """
     if choice not in ("auto", "fused", "math"):
         raise ValueError(f"attention must be 'auto', 'fused' or 'math', got {choice!r}")
-    return device.type == "cuda" if choice == "auto" else choice == "fused"
+    if choice != "auto":
+        return choice == "fused"
+    return device.type == "cuda" or autocast_dtype != torch.bfloat16
 
 
 def set_fused_attention(model: nn.Module, fused: bool) -> int:
@@ -52,9 +56,9 @@ def checkpoint_activations(model: nn.Module) -> int:
     return count
 
 
-def apply_perf(model: nn.Module, perf: PerfConfig, device: torch.device) -> None:
+def apply_perf(model: nn.Module, perf: PerfConfig, device: torch.device, autocast_dtype: torch.dtype | None) -> None:
     """Apply the model-side switches of ``perf`` (the optimizer's is read by ``build_optimizer``)."""
-    set_fused_attention(model, fused_attention_for(perf.attention, device))
+    set_fused_attention(model, fused_attention_for(perf.attention, device, autocast_dtype))
     if perf.onednn_linear and device.type == "cpu":
         use_onednn_linear(model)
     if perf.activation_checkpointing:

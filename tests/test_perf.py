@@ -25,11 +25,13 @@ def _loss_and_grads(model, batch):
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def test_auto_attention_is_fused_on_gpu_and_math_on_cpu():
-    assert fused_attention_for("auto", CUDA) and not fused_attention_for("auto", CPU)
-    assert fused_attention_for("fused", CPU) and not fused_attention_for("math", CUDA)
+def test_auto_attention_is_fused_on_gpu_and_math_only_for_bf16_on_cpu():
+    bf16 = torch.bfloat16
+    assert fused_attention_for("auto", CUDA, bf16) and fused_attention_for("auto", CUDA, None)
+    assert not fused_attention_for("auto", CPU, bf16) and fused_attention_for("auto", CPU, None)
+    assert fused_attention_for("fused", CPU, bf16) and not fused_attention_for("math", CUDA, None)
     with pytest.raises(ValueError, match="attention"):
-        fused_attention_for("flash", CPU)
+        fused_attention_for("flash", CPU, None)
 
 
 def test_math_and_fused_attention_compute_the_same_step():
@@ -67,13 +69,13 @@ def test_fused_adamw_steps_like_foreach():
 def test_compiled_model_computes_the_same_step():
     _, model, batch = _model_and_batch()
     plain = _loss_and_grads(model, batch)
-    apply_perf(model, PerfConfig(attention="math", compile=True), CPU)
+    apply_perf(model, PerfConfig(attention="math", compile=True), CPU, None)
     torch.testing.assert_close(_loss_and_grads(model, batch), plain, atol=1e-4, rtol=1e-4)
 
 
 def test_onednn_linear_computes_the_same_step():
     _, model, batch = _model_and_batch()
     plain = _loss_and_grads(model, batch)
-    apply_perf(model, PerfConfig(attention="auto", onednn_linear=True), CPU)
+    apply_perf(model, PerfConfig(attention="auto", onednn_linear=True), CPU, None)
     assert all(type(m).__name__ == "OneDNNLinear" for m in model.modules() if isinstance(m, torch.nn.Linear))
     torch.testing.assert_close(_loss_and_grads(model, batch), plain, atol=1e-5, rtol=1e-4)

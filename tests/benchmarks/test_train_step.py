@@ -122,9 +122,9 @@ def test_strip_options_drops_sweep_arguments_in_both_forms() -> None:
 def test_sweep_flips_each_switch_in_its_own_process(capsys: pytest.CaptureFixture[str]) -> None:
     report = main(["--smoke", "--sweep", "--switches", "attention,shared_context", "perf.attention=math"])
     rows = {row["variant"]: row for row in report["variants"]}
-    assert list(rows) == ["baseline", "attention=fused", "shared_context=true"]
+    assert list(rows) == ["baseline", "attention=fused", "shared_context=false"]
     assert rows["baseline"]["ratio"] == 1.0
     for row in rows.values():
         assert row["items_per_s"] > 0 and row["peak_mem_bytes"] > 0
         assert row["ratio"] == pytest.approx(row["items_per_s"] / rows["baseline"]["items_per_s"], abs=1e-3)
-    assert "| shared_context=true |" in capsys.readouterr().err
+    assert "| shared_context=false |" in capsys.readouterr().err
