@@ -309,7 +309,9 @@ def sweep(cfg: Config, argv: list[str], *, switches: list[str], rounds: int,
         section, field_name = key.split(".")
         current = str(getattr(getattr(cfg, section), field_name))
         if name == "attention":  # 'auto' stands for what it picks on this device
-            current = "fused" if fused_attention_for(current, device, resolve_precision(cfg.train.precision, device)) else "math"
+            fused = fused_attention_for(current, device, resolve_precision(cfg.train.precision, device),
+                                        step_shape(cfg).num_tokens)
+            current = "fused" if fused else "math"
         variants[f"{name}={flip[current]}"] = [f"{key}={flip[current]}"]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     for round_ in range(rounds):

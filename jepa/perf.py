@@ -16,20 +16,30 @@ from jepa.config import PerfConfig
 from jepa.onednn_linear import use_onednn_linear
 
 
-def fused_attention_for(choice: str, device: torch.device, autocast_dtype: torch.dtype | None) -> bool:
-    """Whether attention should run as fused SDPA. 'auto': yes on GPU; on CPU only without bf16 autocast.
+# Above this many tokens per input, fused attention wins on CPU even under bf16 (README "Performance").
+MATH_ATTENTION_MAX_TOKENS = 512
+
+
+def fused_attention_for(choice: str, device: torch.device, autocast_dtype: torch.dtype | None, tokens: int) -> bool:
+    """Whether attention should run as fused SDPA. 'auto': yes on GPU; on CPU unless bf16 on short sequences.
 
     On CPU under bf16 the flash kernel's backward is slower than plain matmul +
-    softmax at the sequence lengths JEPA uses (a few hundred tokens): the ViT-Tiny
-    reference step runs 1.25x faster with math attention. In fp32 the two are
-    equally fast and the fused kernel needs less memory (it keeps no attention
-    matrix), so it stays (README "Performance").
+    softmax at a few hundred tokens: the ViT-Tiny reference step (196 tokens) runs
+    1.25x faster with math attention. At video lengths it is the other way round
+    (1568 tokens: fused 1.9x faster), and in fp32 the two are equally fast while
+    the fused kernel keeps no attention matrix, so those stay fused.
     """
     if choice not in ("auto", "fused", "math"):
         raise ValueError(f"attention must be 'auto', 'fused' or 'math', got {choice!r}")
     if choice != "auto":
         return choice == "fused"
-    return device.type == "cuda" or autocast_dtype != torch.bfloat16
+    return device.type == "cuda" or autocast_dtype != torch.bfloat16 or tokens > MATH_ATTENTION_MAX_TOKENS
+
+
+def input_tokens(model: nn.Module) -> int:
+    """Tokens per input of the model's encoder (the longest sequence its attention sees, up to mask tokens)."""
+    return max((int(m.num_tokens) for m in model.modules() if isinstance(getattr(m, "num_tokens", None), int)),
+               default=0)
 
 
 def set_fused_attention(model: nn.Module, fused: bool) -> int:
@@ -58,7 +68,7 @@ def checkpoint_activations(model: nn.Module) -> int:
 
 def apply_perf(model: nn.Module, perf: PerfConfig, device: torch.device, autocast_dtype: torch.dtype | None) -> None:
     """Apply the model-side switches of ``perf`` (the optimizer's is read by ``build_optimizer``)."""
-    set_fused_attention(model, fused_attention_for(perf.attention, device, autocast_dtype))
+    set_fused_attention(model, fused_attention_for(perf.attention, device, autocast_dtype, input_tokens(model)))
     if perf.onednn_linear and device.type == "cpu":
         use_onednn_linear(model)
     if perf.activation_checkpointing:

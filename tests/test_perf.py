@@ -4,7 +4,7 @@ import torch
 from jepa.build import build_jepa, build_masks, build_optimizer
 from jepa.config import PerfConfig, load_config
 from jepa.data.pretrain import MaskCollator
-from jepa.perf import apply_perf, checkpoint_activations, fused_attention_for, set_fused_attention
+from jepa.perf import apply_perf, checkpoint_activations, fused_attention_for, input_tokens, set_fused_attention
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -25,13 +25,19 @@ def _loss_and_grads(model, batch):
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def test_auto_attention_is_fused_on_gpu_and_math_only_for_bf16_on_cpu():
+def test_auto_attention_is_fused_on_gpu_and_math_only_for_bf16_short_sequences_on_cpu():
     bf16 = torch.bfloat16
-    assert fused_attention_for("auto", CUDA, bf16) and fused_attention_for("auto", CUDA, None)
-    assert not fused_attention_for("auto", CPU, bf16) and fused_attention_for("auto", CPU, None)
-    assert fused_attention_for("fused", CPU, bf16) and not fused_attention_for("math", CUDA, None)
+    assert fused_attention_for("auto", CUDA, bf16, 196) and fused_attention_for("auto", CUDA, None, 196)
+    assert not fused_attention_for("auto", CPU, bf16, 196) and fused_attention_for("auto", CPU, None, 196)
+    assert fused_attention_for("auto", CPU, bf16, 1568)  # video lengths
+    assert fused_attention_for("fused", CPU, bf16, 196) and not fused_attention_for("math", CUDA, None, 196)
     with pytest.raises(ValueError, match="attention"):
-        fused_attention_for("flash", CPU, None)
+        fused_attention_for("flash", CPU, None, 196)
+
+
+def test_input_tokens_is_the_encoder_token_count():
+    _, model, _ = _model_and_batch()
+    assert input_tokens(model) == model.encoder.num_tokens == (16 // 4) ** 2
 
 
 def test_math_and_fused_attention_compute_the_same_step():
