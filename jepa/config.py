@@ -283,17 +283,7 @@ class PlanConfig:
 
 def load_plan_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> PlanConfig:
     """A PlanConfig from its defaults, a YAML file and ``key=value`` overrides (unknown keys rejected)."""
-    cfg = PlanConfig()
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
-        _merge(cfg, data)
-    for text in overrides:
-        _merge(cfg, parse_override(text))
+    cfg = _filled(PlanConfig(), path, overrides)
     validate(cfg.pretrain)
     w, p = cfg.world_model, cfg.planner
     checks = [
@@ -391,9 +381,8 @@ def parse_override(text: str) -> dict[str, Any]:
     return nested
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Build a Config from the defaults, then a YAML file, then ``key=value`` overrides."""
-    cfg = Config()
+def _filled(cfg: Any, path: str | Path | None, overrides: list[str] | tuple[str, ...]) -> Any:
+    """``cfg`` (defaults) merged with the YAML file at ``path``, then with each ``key=value`` override."""
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -404,6 +393,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         _merge(cfg, data)
     for text in overrides:
         _merge(cfg, parse_override(text))
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Build a Config from the defaults, then a YAML file, then ``key=value`` overrides."""
+    cfg = _filled(Config(), path, overrides)
     validate(cfg)
     return cfg
 
