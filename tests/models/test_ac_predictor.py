@@ -6,13 +6,7 @@ import torch
 from jepa.models.ac_predictor import ACPredictor, ac_losses, block_causal_mask, pool_tokens
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (two threads on a busy 2-core machine are ~20x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: tests/conftest.py
 
 
 def small(**kw):

@@ -1,12 +1,8 @@
 """Planning tests run tiny batched ops: one torch thread is fastest, and kind to a shared machine."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _planning_one_thread(one_thread):
+    """Every planning test runs under the shared ``one_thread`` fixture (tests/conftest.py)."""
