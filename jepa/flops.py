@@ -12,6 +12,7 @@ forward.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -68,13 +69,10 @@ def step_shape(cfg: Config) -> StepShape:
     e, p = cfg.encoder, cfg.predictor
     size = resolve_size(e.arch, embed_dim=e.embed_dim, depth=e.depth, num_heads=e.num_heads, mlp_ratio=e.mlp_ratio)
     tubelet = cfg.video.tubelet_size if is_video(cfg) else 1
-    tokens = 1
-    for n in grid_size(cfg):
-        tokens *= n
     return StepShape(
         encoder=TransformerShape(size.embed_dim, size.depth, size.mlp_ratio),
         predictor=TransformerShape(p.embed_dim, p.depth),
-        num_tokens=tokens,
+        num_tokens=math.prod(grid_size(cfg)),
         patch_volume=e.in_chans * tubelet * e.patch_size**2,
         shared_context=p.shared_context,
     )
