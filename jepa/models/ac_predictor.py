@@ -1,11 +1,12 @@
 """Action-conditioned predictor (V-JEPA 2-AC): block-causal transformer over [action, state, frame tokens] per frame.
 
 Frame t contributes an action token (the action taken at t), an optional state token and its N
-feature tokens; attention is block-causal (every token of frame t sees all tokens of frames <= t),
-and the outputs at frame t's feature tokens predict frame t + 1's features. Positions are learned:
-one embedding per frame slot in the context window and one per token slot within a frame.
-Rollouts longer than the window slide it (the model always sees at most ``max_frames`` frames,
-exactly as in training), and write into a preallocated buffer.
+feature tokens; attention is block-causal over a sliding window (every token of frame t sees all
+tokens of frames t - W + 1 .. t, W = ``max_frames``), and the outputs at frame t's feature tokens
+predict frame t + 1's features. Positions: a learned embedding per token slot within a frame, and
+rotary positions over the frame index inside attention. Rotary scores depend only on frame
+differences, so a frame's keys and values never change as the window slides: rollouts decode
+incrementally from a key/value cache and agree with recomputing the window at every step.
 """
 
 from __future__ import annotations
@@ -14,13 +15,45 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jepa.models.vit import init_weights, make_blocks
+from jepa.models.rope import RopeBlock, frame_rope_tables
+from jepa.models.vit import init_weights
 
 
-def block_causal_mask(frames: int, tokens_per_frame: int, device: torch.device | None = None) -> torch.Tensor:
-    """Boolean [L, L] (True = may attend) for L = frames * tokens_per_frame: frame t sees frames <= t."""
+def block_causal_mask(frames: int, tokens_per_frame: int, window: int | None = None,
+                      device: torch.device | None = None) -> torch.Tensor:
+    """Boolean [L, L] (True = may attend) for L = frames * tokens_per_frame: frame t sees frames
+    t - window + 1 .. t (all frames <= t when ``window`` is None)."""
     frame = torch.arange(frames, device=device).repeat_interleave(tokens_per_frame)
-    return frame.view(-1, 1) >= frame.view(1, -1)
+    lag = frame.view(-1, 1) - frame.view(1, -1)
+    return (lag >= 0) & (lag < window) if window is not None else lag >= 0
+
+
+class SlidingKVCache:
+    """One layer's rotated keys and values of the last ``window`` frames: a ring buffer allocated once.
+
+    Each :meth:`attend` takes one frame's queries, keys and values [B, heads, tokens, head_dim],
+    writes the keys and values over the oldest frame and attends the queries over every cached frame
+    (their order does not matter to attention). With one frame of queries there is nothing to mask,
+    and plain matmul + softmax is about twice as fast as fused attention at these sizes on CPU.
+    """
+
+    def __init__(self, batch: int, heads: int, window: int, tokens: int, head_dim: int, *,
+                 dtype: torch.dtype, device: torch.device) -> None:
+        self.keys = torch.empty(batch, heads, window, tokens, head_dim, dtype=dtype, device=device)
+        self.values = torch.empty_like(self.keys)
+        self.window, self.frames = window, 0
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if k.shape[2] != self.keys.shape[3]:
+            raise ValueError(f"the cache takes one frame of {self.keys.shape[3]} tokens at a time, got {k.shape[2]}")
+        slot = self.frames % self.window
+        self.keys[:, :, slot] = k
+        self.values[:, :, slot] = v
+        self.frames += 1
+        n = min(self.frames, self.window)
+        keys, values = self.keys[:, :, :n].flatten(2, 3), self.values[:, :, :n].flatten(2, 3)
+        scores = (q * q.shape[-1] ** -0.5) @ keys.transpose(-2, -1)
+        return scores.softmax(dim=-1) @ values
 
 
 def pool_tokens(tokens: torch.Tensor, grid: tuple[int, int], out: int) -> torch.Tensor:
@@ -39,25 +72,24 @@ class ACPredictor(nn.Module):
                  embed_dim: int = 128, depth: int = 4, num_heads: int = 4, mlp_ratio: float = 4.0,
                  max_frames: int = 8) -> None:
         super().__init__()
-        if embed_dim % num_heads:
-            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        if embed_dim % num_heads or (embed_dim // num_heads) % 2:
+            raise ValueError(f"embed_dim {embed_dim} must split into num_heads {num_heads} heads of even size "
+                             "(rotary positions rotate channel pairs)")
         if min(feature_dim, action_dim, num_tokens, max_frames) < 1 or state_dim < 0:
             raise ValueError("feature_dim, action_dim, num_tokens and max_frames must be >= 1, state_dim >= 0")
         self.feature_dim, self.action_dim, self.state_dim = feature_dim, action_dim, state_dim
         self.num_tokens, self.max_frames = num_tokens, max_frames
+        self.num_heads, self.head_dim = num_heads, embed_dim // num_heads
         self.tokens_per_frame = 1 + (state_dim > 0) + num_tokens
         self.action_embed = nn.Linear(action_dim, embed_dim)
         self.state_embed = nn.Linear(state_dim, embed_dim) if state_dim else None
         self.feature_embed = nn.Linear(feature_dim, embed_dim)
-        self.frame_pos = nn.Parameter(torch.zeros(1, max_frames, 1, embed_dim))
         self.slot_pos = nn.Parameter(torch.zeros(1, 1, self.tokens_per_frame, embed_dim))
-        self.blocks = make_blocks(embed_dim, depth, num_heads, mlp_ratio)
+        self.blocks = nn.ModuleList(RopeBlock(embed_dim, num_heads, mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.head = nn.Linear(embed_dim, feature_dim)
         init_weights(self, self.blocks)
-        nn.init.trunc_normal_(self.frame_pos, std=0.02)
         nn.init.trunc_normal_(self.slot_pos, std=0.02)
-        self.register_buffer("_mask", block_causal_mask(max_frames, self.tokens_per_frame), persistent=False)
 
     def _check(self, feats: torch.Tensor, actions: torch.Tensor, state: torch.Tensor | None) -> None:
         b, t = feats.shape[:2]
@@ -67,24 +99,24 @@ class ACPredictor(nn.Module):
         if actions.shape != (b, t, self.action_dim):
             raise ValueError(f"actions must be [B, T, {self.action_dim}] = [{b}, {t}, {self.action_dim}], "
                              f"got {tuple(actions.shape)}")
-        if t > self.max_frames:
-            raise ValueError(f"{t} frames exceed the predictor's window of {self.max_frames}")
         if (state is None) != (self.state_dim == 0) or (state is not None and state.shape != (b, t, self.state_dim)):
             raise ValueError(f"state must be [B, T, {self.state_dim}]" if self.state_dim else "this predictor takes no state")
 
     def forward(self, feats: torch.Tensor, actions: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+        """Any T: frames beyond ``max_frames`` see only the last ``max_frames`` (the sliding window)."""
         self._check(feats, actions, state)
         b, t = feats.shape[:2]
         parts = [self.action_embed(actions).unsqueeze(2)]
         if self.state_embed is not None:
             parts.append(self.state_embed(state).unsqueeze(2))
         parts.append(self.feature_embed(feats))
-        x = torch.cat(parts, dim=2) + self.frame_pos[:, :t] + self.slot_pos  # [B, T, P, E]
         p = self.tokens_per_frame
-        x = x.reshape(b, t * p, -1)
-        mask = self._mask[: t * p, : t * p]
+        x = (torch.cat(parts, dim=2) + self.slot_pos).reshape(b, t * p, -1)  # [B, T * P, E]
+        frame = torch.arange(t, device=feats.device).repeat_interleave(p)
+        rope = frame_rope_tables(frame, self.head_dim)
+        mask = block_causal_mask(t, p, self.max_frames, device=feats.device)
         for block in self.blocks:
-            x = block(x, attn_mask=mask)
+            x = block(x, rope, attn_mask=mask)
         x = self.norm(x).reshape(b, t, p, -1)[:, :, p - self.num_tokens:]
         return self.head(x)
 
@@ -97,18 +129,33 @@ class ACPredictor(nn.Module):
         h = actions.shape[1] - (c - 1)
         if h < 1:
             raise ValueError(f"{actions.shape[1]} actions for {c} context frames leave no step to imagine")
-        if torch.is_grad_enabled():  # training: a list, since autograd forbids writing into saved inputs
+        if torch.is_grad_enabled():  # training: recompute every frame each step (autograd forbids in-place caches)
             frames = list(context.unbind(1))
             for step in range(c - 1, c - 1 + h):
-                lo = max(0, step + 1 - self.max_frames)
-                frames.append(self(torch.stack(frames[lo: step + 1], 1), actions[:, lo: step + 1])[:, -1])
+                frames.append(self(torch.stack(frames, 1), actions[:, : step + 1])[:, -1])
             return torch.stack(frames[c:], 1)
-        buffer = torch.empty(b, c + h, self.num_tokens, self.feature_dim, dtype=context.dtype, device=context.device)
-        buffer[:, :c] = context
-        for step in range(c - 1, c - 1 + h):
-            lo = max(0, step + 1 - self.max_frames)
-            buffer[:, step + 1] = self(buffer[:, lo: step + 1], actions[:, lo: step + 1])[:, -1]
-        return buffer[:, c:]
+        self._check(context, actions[:, :c], None)
+        return self._cached_rollout(context, actions, h)
+
+    def _cached_rollout(self, context: torch.Tensor, actions: torch.Tensor, h: int) -> torch.Tensor:
+        """Incremental decoding: each step runs only the newest frame's tokens against the cached window."""
+        b, c = context.shape[:2]
+        caches = [SlidingKVCache(b, self.num_heads, self.max_frames, self.tokens_per_frame, self.head_dim,
+                                 dtype=context.dtype, device=context.device) for _ in self.blocks]
+        rotations = frame_rope_tables(torch.arange(c - 1 + h, device=context.device), self.head_dim)
+        action_tokens = self.action_embed(actions) + self.slot_pos[0, 0, 0]  # [B, C - 1 + H, E], once for all steps
+        x = torch.empty(b, self.tokens_per_frame, action_tokens.shape[-1], dtype=context.dtype, device=context.device)
+        out = torch.empty(b, h, self.num_tokens, self.feature_dim, dtype=context.dtype, device=context.device)
+        for frame in range(c - 1 + h):
+            feats = context[:, frame] if frame < c else out[:, frame - c]
+            x[:, 0] = action_tokens[:, frame]
+            x[:, 1:] = self.feature_embed(feats) + self.slot_pos[0, 0, 1:]
+            y, rope = x, rotations[frame]
+            for block, cache in zip(self.blocks, caches):
+                y = block(y, rope, cache=cache)
+            if frame >= c - 1:
+                out[:, frame - c + 1] = self.head(self.norm(y[:, 1:]))
+        return out
 
 
 def ac_losses(model: ACPredictor, feats: torch.Tensor, actions: torch.Tensor, rollout_steps: int) -> dict[str, torch.Tensor]:

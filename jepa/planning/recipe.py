@@ -24,6 +24,9 @@ from jepa.planning import trajectories as T
 from jepa.planning.world_model import FrameEncoder, LatentWorldModel
 
 WORLD_MODEL = "world_model.pt"
+# Layout of world_model.pt. 2: predictors with rotary frame positions and a sliding window (no ``frame_pos``);
+# the unversioned files before it held absolute per-slot frame positions, which this code cannot run.
+WORLD_MODEL_FORMAT = 2
 
 
 def stage_collect(cfg: PlanConfig, run_dir: Path) -> Path:
@@ -90,6 +93,20 @@ def build_predictor(cfg: PlanConfig, encoder: FrameEncoder, action_dim: int) -> 
                        embed_dim=w.embed_dim, depth=w.depth, num_heads=w.num_heads, max_frames=w.window)
 
 
+def load_world_model_state(path: Path) -> dict[str, Any]:
+    """A world_model.pt of this code's format; an older layout is a clear error, never a silent wrong load."""
+    state = load_checkpoint(path)
+    if "predictors" not in state or "encoder" not in state:
+        raise CheckpointError(f"{path} is not a world-model checkpoint (no predictors/encoder)")
+    found = state.get("format", 1)
+    if found != WORLD_MODEL_FORMAT:
+        raise CheckpointError(
+            f"{path} has world-model format {found}, this code reads format {WORLD_MODEL_FORMAT} (predictors with "
+            "rotary frame positions replaced absolute per-slot ones); delete it and rerun the recipe to retrain the "
+            "world model stage (the encoder and collected data are reused)")
+    return state
+
+
 def train_predictors(cfg: PlanConfig, data: dict[str, torch.Tensor], encoder: FrameEncoder, path: Path,
                      enc_state: dict[str, Any]) -> list[ACPredictor]:
     """Train ``world_model.ensemble`` predictors (different seeds and batches), checkpointing to ``path``."""
@@ -99,7 +116,7 @@ def train_predictors(cfg: PlanConfig, data: dict[str, torch.Tensor], encoder: Fr
     span = w.window + 1
     if frames < span:
         raise ValueError(f"trajectories give {frames} feature frames; the predictor needs window + 1 = {span}")
-    state = load_checkpoint(path) if path.is_file() else None
+    state = load_world_model_state(path) if path.is_file() else None
     predictors, optimizers = [], []
     for m in range(w.ensemble):
         torch.manual_seed(cfg.seed * 100 + m)
@@ -138,7 +155,7 @@ def train_predictors(cfg: PlanConfig, data: dict[str, torch.Tensor], encoder: Fr
                 fh.write(json.dumps(rec) + "\n")
             print(f"world model step {done}/{w.steps}: " + " ".join(f"{k}={v:.4f}" for k, v in rec.items()
                                                                   if k.endswith("loss")), flush=True)
-            save_checkpoint({"step": done, "plan_config": to_dict(cfg), "encoder": enc_state,
+            save_checkpoint({"format": WORLD_MODEL_FORMAT, "step": done, "plan_config": to_dict(cfg), "encoder": enc_state,
                              "predictors": [p.state_dict() for p in predictors],
                              "optimizers": [o.state_dict() for o in optimizers]}, path)
     return [p.eval() for p in predictors]
@@ -148,9 +165,7 @@ def load_world_model(run_dir: str | Path) -> tuple[LatentWorldModel, PlanConfig]
     """The planning world model saved by the recipe in ``run_dir`` (or a world_model.pt path)."""
     path = Path(run_dir)
     path = path / WORLD_MODEL if path.is_dir() else path
-    state = load_checkpoint(path)
-    if "predictors" not in state or "encoder" not in state:
-        raise CheckpointError(f"{path} is not a world-model checkpoint (no predictors/encoder)")
+    state = load_world_model_state(path)
     cfg = plan_config_from_dict(state["plan_config"])
     encoder = load_frame_encoder(state["encoder"], pool=cfg.world_model.pool)
     predictors = []
@@ -183,7 +198,7 @@ def run_recipe(cfg: PlanConfig) -> dict[str, Any]:
     timings["pretrain_s"] = time.perf_counter() - t
     t = time.perf_counter()
     wm_path = run_dir / WORLD_MODEL
-    done = wm_path.is_file() and int(load_checkpoint(wm_path)["step"]) >= cfg.world_model.steps
+    done = wm_path.is_file() and int(load_world_model_state(wm_path)["step"]) >= cfg.world_model.steps
     if done:
         print(f"world model: {wm_path} complete, skipped", flush=True)
     else:

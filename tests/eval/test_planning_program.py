@@ -68,6 +68,12 @@ def test_eval_program_and_bad_input(toy_run, capsys, tmp_path):
     torch.save(state, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="does not match the encoder"):
         load_world_model(tmp_path / "bad.pt")
+    old = torch.load(run / "world_model.pt", weights_only=True)
+    del old["format"]  # a file saved before rotary frame positions (absolute per-slot frame_pos)
+    old["predictors"][0]["frame_pos"] = torch.zeros(1, 4, 1, 16)
+    torch.save(old, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="format 1, this code reads format 2.*retrain"):
+        load_world_model(tmp_path / "old.pt")
     assert ep.main(["--checkpoint", str(run), "--seed", "0", "--episodes", "x.json"]) == 1
 
 

@@ -1,9 +1,10 @@
-"""Block-causal action-conditioned predictor: causality, rollout = repeated prediction, losses, bad input."""
+"""Block-causal action-conditioned predictor: sliding-window causality, cached rollout = repeated full prediction,
+losses, bad input."""
 
 import pytest
 import torch
 
-from jepa.models.ac_predictor import ACPredictor, ac_losses, block_causal_mask, pool_tokens
+from jepa.models.ac_predictor import ACPredictor, SlidingKVCache, ac_losses, block_causal_mask, pool_tokens
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: tests/conftest.py
@@ -40,19 +41,71 @@ def test_future_frames_and_actions_do_not_change_past_outputs(state_dim):
     assert not torch.allclose(model(feats, actions3, state)[:, 1], out[:, 1], atol=1e-4)
 
 
-def test_rollout_feeds_predictions_back_and_slides_window():
-    model = small(max_frames=3)
-    context, actions = torch.randn(2, 1, 3, 8), torch.randn(2, 6, 2)
+def test_sliding_window_mask_matches_formula():
+    frames, p, window = 6, 3, 4
+    m = block_causal_mask(frames, p, window)
+    for i in range(frames * p):
+        for j in range(frames * p):
+            assert bool(m[i, j]) == (0 <= i // p - j // p < window), (i, j)
+    assert torch.equal(block_causal_mask(3, 2, 3), block_causal_mask(3, 2))  # a window as long as the clip: no effect
+
+
+def varied(**kw):
+    """A small predictor whose weights are far from init, so its outputs are O(1) and agreement to 1e-5 means something."""
+    model = small(**kw)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(torch.randn(param.shape, generator=g) * 0.3)
+    return model
+
+
+@pytest.mark.parametrize("context_frames", [1, 2])
+def test_cached_rollout_equals_full_recomputation_each_step(context_frames):
+    model = varied(depth=3, max_frames=3)
+    c, h = context_frames, 9  # far past the 3-frame window
+    context, actions = torch.randn(2, c, 3, 8), torch.randn(2, c - 1 + h, 2)
     with torch.no_grad():
         pred = model.rollout(context, actions)
-        frames = [context[:, 0]]
-        for t in range(6):
-            lo = max(0, t + 1 - 3)
-            frames.append(model(torch.stack(frames[lo:t + 1], 1), actions[:, lo:t + 1])[:, -1])
-    assert pred.shape == (2, 6, 3, 8)
-    assert torch.allclose(pred, torch.stack(frames[1:], 1), atol=1e-5)
-    with torch.enable_grad():  # the training path (list-based) agrees with the preallocated one
-        assert torch.allclose(model.rollout(context, actions), pred, atol=1e-5)
+        frames = list(context.unbind(1))
+        for step in range(c - 1, c - 1 + h):  # every step: the whole forward over all frames so far, last output
+            frames.append(model(torch.stack(frames, 1), actions[:, : step + 1])[:, -1])
+    expected = torch.stack(frames[c:], 1)
+    assert pred.shape == (2, h, 3, 8) and expected.abs().mean() > 0.1
+    assert (pred - expected).abs().max() < 1e-5
+    with torch.enable_grad():  # the training path (recomputing, autograd-safe) agrees with the cached one
+        assert (model.rollout(context, actions) - expected).abs().max() < 1e-5
+
+
+def test_forward_slides_its_window_over_long_clips():
+    """Depth 1: frame t sees exactly frames t - W + 1 .. t, so a long clip equals recomputing each window.
+    Deeper: information from frame 0 reaches no further than depth * (W - 1) frames."""
+    feats, actions = torch.randn(2, 9, 3, 8), torch.randn(2, 9, 2)
+    one = varied(depth=1, max_frames=3)
+    with torch.no_grad():
+        full = one(feats, actions)
+        windows = torch.stack([one(feats[:, max(0, t - 2): t + 1], actions[:, max(0, t - 2): t + 1])[:, -1]
+                               for t in range(9)], 1)
+    assert (full - windows).abs().max() < 1e-5
+    deep = varied(depth=2, max_frames=3)
+    changed = feats.clone()
+    changed[:, 0] += 3
+    with torch.no_grad():
+        diff = (deep(feats, actions) - deep(changed, actions)).abs().amax(dim=(0, 2, 3))
+    assert bool((diff[:5] > 1e-3).all()) and bool((diff[5:] == 0).all())
+
+
+def test_kv_cache_is_a_fixed_ring_buffer():
+    cache = SlidingKVCache(1, 1, 2, 2, 4, dtype=torch.float32, device=torch.device("cpu"))
+    storage = cache.keys.data_ptr()
+    q = torch.zeros(1, 1, 2, 4)  # zero queries: uniform attention, so the output is the mean cached value
+    for frame in range(5):
+        v = torch.full((1, 1, 2, 4), float(frame))
+        out = cache.attend(q, torch.randn(1, 1, 2, 4), v)
+        assert torch.allclose(out, torch.full_like(out, (frame + max(frame - 1, 0)) / min(frame + 1, 2)))
+    assert cache.keys.data_ptr() == storage and cache.keys.shape == (1, 1, 2, 2, 4)
+    with pytest.raises(ValueError, match="one frame"):
+        cache.attend(torch.zeros(1, 1, 3, 4), torch.zeros(1, 1, 3, 4), torch.zeros(1, 1, 3, 4))
 
 
 def test_losses_train_a_linear_world():
@@ -83,7 +136,7 @@ def test_pool_tokens_and_bad_input():
         model(torch.randn(1, 2, 3, 9), torch.randn(1, 2, 2))
     with pytest.raises(ValueError, match="actions must be"):
         model(torch.randn(1, 2, 3, 8), torch.randn(1, 2, 3))
-    with pytest.raises(ValueError, match="window"):
-        model(torch.randn(1, 5, 3, 8), torch.randn(1, 5, 2))
+    with pytest.raises(ValueError, match="even size"):
+        small(embed_dim=12, num_heads=4)
     with pytest.raises(ValueError, match="no state"):
         model(torch.randn(1, 2, 3, 8), torch.randn(1, 2, 2), torch.randn(1, 2, 2))

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from jepa.models.rope import apply_rope, axis_dims, grid_positions, rope_tables, vit_rope
+from jepa.models.rope import apply_rope, axis_dims, frame_rope_tables, grid_positions, rope_tables, vit_rope
 from jepa.models.vit import resolve_size
 
 
@@ -37,6 +37,26 @@ def test_rotation_pairs_adjacent_channels_and_leaves_the_rest():
         expected = x[..., c] * cos[0, c] + sign * x[..., partner] * sin[0, c]
         torch.testing.assert_close(out[..., c], expected)
     torch.testing.assert_close(apply_rope(x, rope_tables(torch.zeros(1, 3), head_dim)), x)  # position 0: identity
+
+
+def test_frame_rotations_turn_each_pair_by_one_angle_and_depend_on_frame_differences_only():
+    head_dim = 8
+    x = torch.randn(2, 3, 4, head_dim)
+    out = apply_rope(x, frame_rope_tables(torch.tensor([5.0]), head_dim))
+    for i in range(head_dim // 2):
+        angle = 5.0 / 10000 ** (2 * i / head_dim)
+        a, b = x[..., 2 * i], x[..., 2 * i + 1]
+        torch.testing.assert_close(out[..., 2 * i], a * math.cos(angle) - b * math.sin(angle))
+        torch.testing.assert_close(out[..., 2 * i + 1], b * math.cos(angle) + a * math.sin(angle))
+    q, k = torch.randn(head_dim), torch.randn(head_dim)
+
+    def score(m: float, n: float) -> torch.Tensor:
+        return apply_rope(q, frame_rope_tables(torch.tensor(m), head_dim)) @ \
+            apply_rope(k, frame_rope_tables(torch.tensor(n), head_dim))
+
+    torch.testing.assert_close(score(0.0, 2.0), score(37.0, 39.0))
+    with pytest.raises(ValueError, match="even"):
+        frame_rope_tables(torch.zeros(1), 7)
 
 
 def test_grid_positions_are_t_h_w_ordered():
