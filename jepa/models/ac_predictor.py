@@ -53,11 +53,11 @@ class SlidingKVCache:
         slot = self.frames % self.window
         self.keys[:, :, slot] = k
         self.values[:, :, slot] = v
-        if self.frames < self.window:
-            self.bias[slot * n: (slot + 1) * n] = 0.0
         self.frames += 1
-        keys = self.keys.view(b * h, -1, d)
-        scores = torch.baddbmm(self.bias, q.reshape(b * h, n, d), keys.transpose(1, 2), alpha=d ** -0.5)
+        scores = torch.bmm((q * d ** -0.5).view(b * h, n, d), self.keys.view(b * h, -1, d).transpose(1, 2))
+        if self.frames <= self.window:  # still filling: hide the slots not yet written
+            self.bias[slot * n: (slot + 1) * n] = 0.0
+            scores += self.bias
         return torch.bmm(scores.softmax(dim=-1), self.values.view(b * h, -1, d)).view(b, h, n, d)
 
 
