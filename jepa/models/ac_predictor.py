@@ -54,7 +54,7 @@ class SlidingKVCache:
         self.keys[:, :, slot] = k
         self.values[:, :, slot] = v
         self.frames += 1
-        scores = torch.bmm((q * d ** -0.5).view(b * h, n, d), self.keys.view(b * h, -1, d).transpose(1, 2))
+        scores = torch.bmm((q * d ** -0.5).reshape(b * h, n, d), self.keys.view(b * h, -1, d).transpose(1, 2))
         if self.frames <= self.window:  # still filling: hide the slots not yet written
             self.bias[slot * n: (slot + 1) * n] = 0.0
             scores += self.bias
