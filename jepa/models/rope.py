@@ -93,8 +93,8 @@ class RopeAttention(Attention):
     rotated keys and values of ``x`` are added to it and the queries attend over everything it holds.
     """
 
-    def forward(self, x: torch.Tensor, rope: Rope | torch.Tensor, attn_mask: torch.Tensor | None = None,  # type: ignore[override]
-                cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: Rope | torch.Tensor,  # type: ignore[override]
+                attn_mask: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
         b, n, _ = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k = apply_rope(qkv[:2], rope).unbind(0)
@@ -113,8 +113,8 @@ class RopeBlock(Block):
         super().__init__(dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True,
                          norm_layer=partial(nn.LayerNorm, eps=1e-6), attn_layer=RopeAttention)
 
-    def forward(self, x: torch.Tensor, rope: Rope | torch.Tensor, attn_mask: torch.Tensor | None = None,  # type: ignore[override]
-                cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: Rope | torch.Tensor,  # type: ignore[override]
+                attn_mask: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
         x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), rope, attn_mask, cache)))
         return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
 

@@ -155,8 +155,8 @@ def train_predictors(cfg: PlanConfig, data: dict[str, torch.Tensor], encoder: Fr
                 fh.write(json.dumps(rec) + "\n")
             print(f"world model step {done}/{w.steps}: " + " ".join(f"{k}={v:.4f}" for k, v in rec.items()
                                                                   if k.endswith("loss")), flush=True)
-            save_checkpoint({"format": WORLD_MODEL_FORMAT, "step": done, "plan_config": to_dict(cfg), "encoder": enc_state,
-                             "predictors": [p.state_dict() for p in predictors],
+            save_checkpoint({"format": WORLD_MODEL_FORMAT, "step": done, "plan_config": to_dict(cfg),
+                             "encoder": enc_state, "predictors": [p.state_dict() for p in predictors],
                              "optimizers": [o.state_dict() for o in optimizers]}, path)
     return [p.eval() for p in predictors]
 

@@ -51,7 +51,7 @@ def test_sliding_window_mask_matches_formula():
 
 
 def varied(**kw):
-    """A small predictor whose weights are far from init, so its outputs are O(1) and agreement to 1e-5 means something."""
+    """A small predictor with weights far from init: outputs are O(1), so agreement to 1e-5 means something."""
     model = small(**kw)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
