@@ -7,13 +7,15 @@ batched rollout of every sample) with the recipe's learned world model and with 
 
 Timing does not depend on the weights, so without a checkpoint the recipe's architecture
 (configs/plan/two_rooms.yaml) is built at random init. Prints ONE JSON line: per budget, the median
-and p90 over ``--calls`` calls (after one warm-up call).
+and p90 over ``--calls`` calls (after one warm-up call), wall clock, and the median CPU time of the
+process (with one thread, what a call costs when no other job competes for the core).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -42,20 +44,22 @@ def random_world_model(config: str | Path) -> LatentWorldModel:
     return LatentWorldModel(encoder, predictors, frameskip=cfg.world_model.frameskip)
 
 
-def time_calls(agent_factory, calls: int) -> list[float]:
-    """Seconds of ``calls`` planning calls (each from a fresh agent, so none is warm-started), after a warm-up."""
+def time_calls(agent_factory, calls: int) -> tuple[list[float], list[float]]:
+    """Wall and CPU seconds of ``calls`` planning calls (each from a fresh agent, so none is warm-started),
+    after a warm-up."""
     env = tr.TwoRoomsEnv()
     obs = env.reset(seed=0)
     goal = env.goal_observation()
-    seconds = []
+    wall, cpu = [], []
     for i in range(calls + 1):
         agent = agent_factory()
         agent.reset(goal)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         agent.act(obs)
         if i:
-            seconds.append(time.perf_counter() - start)
-    return seconds
+            wall.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
+    return wall, cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,14 +87,16 @@ def main(argv: list[str] | None = None) -> int:
             ("learned", lambda: PlanningAgent(model, build_planner(p), latent_cost("final"), replan_every=1)),
             ("oracle", lambda: PlanningAgent(OracleWorldModel(), build_planner(p), final_distance(2), replan_every=1)),
         ):
-            seconds = time_calls(factory, args.calls)
+            seconds, cpu = time_calls(factory, args.calls)
             results.append({"model": name, "samples": p.samples, "iterations": p.iterations, "horizon": horizon,
                             "seconds_per_step": round(statistics.median(seconds), 4),
-                            "seconds_per_step_p90": round(sorted(seconds)[int(0.9 * (len(seconds) - 1))], 4)})
-            print(f"{name} horizon {horizon}: {results[-1]['seconds_per_step']} s per replanning step",
-                  file=sys.stderr, flush=True)
+                            "seconds_per_step_p90": round(sorted(seconds)[int(0.9 * (len(seconds) - 1))], 4),
+                            "cpu_seconds_per_step": round(statistics.median(cpu), 4)})
+            print(f"{name} horizon {horizon}: {results[-1]['seconds_per_step']} s per replanning step "
+                  f"({results[-1]['cpu_seconds_per_step']} s CPU)", file=sys.stderr, flush=True)
     report = {"command": ["python", "-m", "benchmarks.planner", *(argv if argv is not None else sys.argv[1:])],
               "device": device_name(torch.device("cpu")), "torch": torch.__version__,
+              "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
               "world_model": args.checkpoint or f"random init of {args.config}",
               "frameskip": model.frameskip, "ensemble": len(model.predictors), "results": results}
     print(json.dumps(report))

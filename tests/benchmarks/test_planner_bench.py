@@ -21,3 +21,4 @@ def test_smoke_report(capsys: pytest.CaptureFixture[str]) -> None:
     assert report["device"] and report["frameskip"] == 5
     assert {r["model"] for r in report["results"]} == {"learned", "oracle"}
     assert all(r["seconds_per_step"] > 0 and r["horizon"] == 10 for r in report["results"])
+    assert all(0 < r["cpu_seconds_per_step"] for r in report["results"]) and len(report["load_average"]) == 3
