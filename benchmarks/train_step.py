@@ -65,6 +65,7 @@ VIDEO_OVERRIDES = ("data.source=moving-digits", "video.tubelet_size=2", "loss.ki
 SWEEP = {
     "attention": ("perf.attention", {"math": "fused", "fused": "math"}),
     "shared_context": ("predictor.shared_context", {"False": "true", "True": "false"}),
+    "split_attention": ("perf.split_attention", {"False": "true", "True": "false"}),
     "fused_optimizer": ("perf.fused_optimizer", {"False": "true", "True": "false"}),
     "onednn_linear": ("perf.onednn_linear", {"False": "true", "True": "false"}),
     "compile": ("perf.compile", {"False": "true", "True": "false"}),

@@ -148,6 +148,9 @@ class PerfConfig:
     onednn_linear: bool = True  # fp32 linear layers on CPU through oneDNN (about 2x MKL's speed on AMD CPUs)
     compile: bool = False  # torch.compile the encoder and predictor (dynamic shapes: mask sizes vary per step)
     activation_checkpointing: bool = False  # recompute block activations in backward: less memory, more time
+    # shared-context predictor: attention block by block (context x context, each target block x context + itself)
+    # instead of one masked matrix; same function, about half the attention work
+    split_attention: bool = True
 
 
 @dataclass

@@ -49,6 +49,20 @@ def blocks_forward_flops(shape: TransformerShape, *, sequences: int, tokens: int
     return sequences * shape.depth * (linear + attention)
 
 
+def split_shared_context_flops(shape: TransformerShape, *, sequences: int, context: int, blocks: int,
+                               block_size: int) -> int:
+    """Forward matmul FLOPs of the split shared-context predictor pass (jepa/models/shared_context.py):
+    context x context and block x (context + block) attention, the last block's context only through qkv."""
+    d, hidden = shape.dim, int(shape.dim * shape.mlp_ratio)
+    targets = blocks * block_size
+    per_token = 2 * (3 * d * d + d * d + 2 * d * hidden)
+    mask_rows = 2 * 2 * targets * (context + block_size) * d
+    context_rows = 2 * 2 * context * context * d
+    full = (context + targets) * per_token + mask_rows + context_rows
+    last = context * 2 * 3 * d * d + targets * per_token + mask_rows
+    return sequences * ((shape.depth - 1) * full + last) if shape.depth else 0
+
+
 def linear_flops(tokens: int, fan_in: int, fan_out: int) -> int:
     return 2 * tokens * fan_in * fan_out
 
@@ -62,6 +76,7 @@ class StepShape:
     num_tokens: int  # tokens per input (patches or tubelets)
     patch_volume: int  # input values per token (C * p * p, or C * t * p * p)
     shared_context: bool = False  # predictor runs one sequence per sample (SharedContextPredictor)
+    split_attention: bool = False  # ... as two streams with block-by-block attention (perf.split_attention)
 
 
 def step_shape(cfg: Config) -> StepShape:
@@ -75,6 +90,7 @@ def step_shape(cfg: Config) -> StepShape:
         num_tokens=math.prod(grid_size(cfg)),
         patch_volume=e.in_chans * tubelet * e.patch_size**2,
         shared_context=p.shared_context,
+        split_attention=p.shared_context and cfg.perf.split_attention,
     )
 
 
@@ -89,7 +105,9 @@ def step_flops(shape: StepShape, masks: Sequence[MaskSet]) -> dict[str, int]:
         nc = int(mask.context.shape[1])
         _, m, k = (int(n) for n in mask.targets.shape)
         context += embed + blocks_forward_flops(e, sequences=batch, tokens=nc)
-        if shape.shared_context:
+        if shape.split_attention:
+            pred_blocks = split_shared_context_flops(p, sequences=batch, context=nc, blocks=m, block_size=k)
+        elif shape.shared_context:
             pred_blocks = blocks_forward_flops(p, sequences=batch, tokens=nc + m * k)
         else:
             pred_blocks = blocks_forward_flops(p, sequences=batch * m, tokens=nc + k)

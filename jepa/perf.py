@@ -1,4 +1,4 @@
-"""Speed switches applied to a built model: attention kernel, CPU linear layers, checkpointing, compilation.
+"""Speed switches applied to a built model: attention kernels, CPU linear layers, checkpointing, compilation.
 
 Each one leaves the function the model computes unchanged (up to floating-point
 reordering), which tests check; which ones pay off depends on the device, so
@@ -13,6 +13,7 @@ from torch import nn
 from torch.distributed._composable import checkpoint
 
 from jepa.config import PerfConfig
+from jepa.models.predictor import SharedContextPredictor
 from jepa.onednn_linear import use_onednn_linear
 
 
@@ -50,6 +51,14 @@ def set_fused_attention(model: nn.Module, fused: bool) -> int:
     return len(layers)
 
 
+def set_split_attention(model: nn.Module, split: bool) -> int:
+    """Switch every shared-context predictor in ``model`` to block-by-block or masked attention; returns how many."""
+    predictors = [m for m in model.modules() if isinstance(m, SharedContextPredictor)]
+    for predictor in predictors:
+        predictor.split_attention = split
+    return len(predictors)
+
+
 def block_lists(model: nn.Module) -> list[nn.ModuleList]:
     """The transformer block lists of a JEPA-style model (encoder ``blocks``, predictor ``predictor_blocks``)."""
     return [m for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and name.split(".")[-1]
@@ -69,6 +78,7 @@ def checkpoint_activations(model: nn.Module) -> int:
 def apply_perf(model: nn.Module, perf: PerfConfig, device: torch.device, autocast_dtype: torch.dtype | None) -> None:
     """Apply the model-side switches of ``perf`` (the optimizer's is read by ``build_optimizer``)."""
     set_fused_attention(model, fused_attention_for(perf.attention, device, autocast_dtype, input_tokens(model)))
+    set_split_attention(model, perf.split_attention)
     if perf.onednn_linear and device.type == "cpu":
         use_onednn_linear(model)
     if perf.activation_checkpointing:

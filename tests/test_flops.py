@@ -8,6 +8,7 @@ from jepa.data.pretrain import MaskCollator
 from jepa.flops import StepShape, TransformerShape, blocks_forward_flops, peak_flops, step_flops, step_shape
 from jepa.masks import MaskSet
 from jepa.models.vit import make_blocks
+from jepa.perf import set_split_attention
 
 
 def counted(fn) -> int:
@@ -29,10 +30,12 @@ def test_block_flops_match_torch_flop_counter():
     assert blocks_forward_flops(TransformerShape(48, 3), sequences=5, tokens=37) == counted(run)
 
 
-@pytest.mark.parametrize("shared", [False, True])
-def test_step_flops_match_torch_flop_counter_part_by_part(shared):
-    cfg = load_config(None, ["data.img_size=32", "encoder.in_chans=3", f"predictor.shared_context={shared}"])
+@pytest.mark.parametrize("shared, split", [(False, False), (True, False), (True, True)])
+def test_step_flops_match_torch_flop_counter_part_by_part(shared, split):
+    cfg = load_config(None, ["data.img_size=32", "encoder.in_chans=3", f"predictor.shared_context={shared}",
+                             f"perf.split_attention={split}"])
     model = build_jepa(cfg)
+    set_split_attention(model, split)
     batch = MaskCollator(build_masks(cfg), seed=0, global_batch=4)([(torch.randn(3, 32, 32), 0, i) for i in range(4)])
     mask = batch["masks"][0]
     flops = step_flops(step_shape(cfg), batch["masks"])
@@ -63,6 +66,8 @@ def test_shared_context_saves_predictor_flops_on_the_reference_step():
     per_block = step_flops(StepShape(**common), masks)["predictor_forward"]
     shared = step_flops(StepShape(**common, shared_context=True), masks)["predictor_forward"]
     assert 2.0 < per_block / shared < 2.3  # 4 x (76 + 30) tokens against 76 + 4 x 30 per sample
+    split = step_flops(StepShape(**common, shared_context=True, split_attention=True), masks)["predictor_forward"]
+    assert 1.05 < shared / split < 1.15  # about half the attention, the last block's context MLP skipped
 
 
 def test_peak_flops_table():

@@ -4,7 +4,9 @@ import torch
 from jepa.build import build_jepa, build_masks, build_optimizer
 from jepa.config import PerfConfig, load_config
 from jepa.data.pretrain import MaskCollator
-from jepa.perf import apply_perf, checkpoint_activations, fused_attention_for, input_tokens, set_fused_attention
+from jepa.perf import (
+    apply_perf, checkpoint_activations, fused_attention_for, input_tokens, set_fused_attention, set_split_attention,
+)
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -47,6 +49,16 @@ def test_math_and_fused_attention_compute_the_same_step():
     set_fused_attention(model, False)
     math = _loss_and_grads(model, batch)
     torch.testing.assert_close(math, fused, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_split_shared_context_attention_computes_the_same_step(fused):
+    _, model, batch = _model_and_batch("predictor.shared_context=true")
+    set_fused_attention(model, fused)
+    assert set_split_attention(model, False) == 1
+    masked = _loss_and_grads(model, batch)
+    set_split_attention(model, True)
+    torch.testing.assert_close(_loss_and_grads(model, batch), masked, atol=2e-5, rtol=1e-4)
 
 
 def test_activation_checkpointing_keeps_loss_grads_and_parameter_names():

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import torch
+from timm.models.vision_transformer import Block
 from torch import nn
 
+from jepa.models.shared_context import SharedContextBlock
 from jepa.models.vit import gather_tokens, init_weights, make_blocks
 
 
@@ -16,6 +18,8 @@ class Predictor(nn.Module):
     one batch of size B * M. Several mask sets (V-JEPA) each have their own
     mask token, picked by ``mask_index``.
     """
+
+    block_class: type[Block] = Block
 
     def __init__(
         self,
@@ -34,7 +38,7 @@ class Predictor(nn.Module):
         self.predictor_embed = nn.Linear(encoder_dim, embed_dim)
         self.mask_tokens = nn.ParameterList(nn.Parameter(torch.zeros(1, 1, embed_dim)) for _ in range(num_mask_tokens))
         self.register_buffer("predictor_pos_embed", pos_embed.reshape(1, -1, embed_dim).clone())
-        self.predictor_blocks = make_blocks(embed_dim, depth, num_heads, mlp_ratio)
+        self.predictor_blocks = make_blocks(embed_dim, depth, num_heads, mlp_ratio, self.block_class)
         self.predictor_norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.predictor_proj = nn.Linear(embed_dim, encoder_dim)
         init_weights(self, self.predictor_blocks)
@@ -67,7 +71,15 @@ class SharedContextPredictor(Predictor):
     It is a different function from :class:`Predictor`, not a re-ordering of it:
     there the context also attends to the block's mask tokens. The weights are
     the same, so checkpoints move freely between the two.
+
+    ``split_attention`` (``perf.split_attention``) keeps the context and the
+    mask tokens as two streams and computes the attention block by block
+    instead of as one masked matrix (:mod:`jepa.models.shared_context`): the
+    same function with about half the attention work.
     """
+
+    block_class = SharedContextBlock
+    split_attention: bool = True
 
     def forward(
         self, context: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor, mask_index: int = 0
@@ -78,11 +90,18 @@ class SharedContextPredictor(Predictor):
         pos = self.predictor_pos_embed.expand(b, -1, -1)
         x = self.predictor_embed(context) + gather_tokens(pos, context_idx)
         queries = self.mask_tokens[mask_index] + gather_tokens(pos, target_idx.reshape(b, m * k))
-        x = torch.cat([x, queries], dim=1)
-        allowed = shared_context_mask(nc, m, k, device=x.device)
-        for block in self.predictor_blocks:
-            x = block(x, attn_mask=allowed)
-        out = self.predictor_proj(self.predictor_norm(x[:, nc:]))
+        if self.split_attention and len(self.predictor_blocks):
+            last = len(self.predictor_blocks) - 1
+            for i, block in enumerate(self.predictor_blocks):
+                x, queries = block(x, targets=queries, blocks=m, last=i == last)
+            x = queries
+        else:
+            x = torch.cat([x, queries], dim=1)
+            allowed = shared_context_mask(nc, m, k, device=x.device)
+            for block in self.predictor_blocks:
+                x = block(x, attn_mask=allowed)
+            x = x[:, nc:]
+        out = self.predictor_proj(self.predictor_norm(x))
         return out.reshape(b, m, k, -1)
 
 

@@ -53,10 +53,10 @@ def token_grid(x: torch.Tensor, kernel: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(s // k for s, k in zip(sizes, kernel))
 
 
-def make_blocks(dim: int, depth: int, num_heads: int, mlp_ratio: float) -> nn.ModuleList:
-    """Pre-LN timm blocks as in the references: qkv bias, GELU MLP, LayerNorm eps 1e-6."""
+def make_blocks(dim: int, depth: int, num_heads: int, mlp_ratio: float, block: type[Block] = Block) -> nn.ModuleList:
+    """Pre-LN timm blocks (or a subclass, ``block``) as in the references: qkv bias, GELU MLP, LayerNorm eps 1e-6."""
     return nn.ModuleList(
-        Block(dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6))
+        block(dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6))
         for _ in range(depth)
     )
 
