@@ -7,7 +7,8 @@ forward and for both backward products (README "Performance"). This module
 routes the three products of a linear layer through
 ``torch.ops.mkldnn._linear_pointwise``; it is exact fp32 (no reduced-precision
 math mode), and anything it does not cover (GPU tensors, other dtypes, an
-active autocast, a PyTorch without the op) falls back to ``F.linear``.
+active autocast, a PyTorch without the op, tracing by ``torch.compile``, which
+cannot trace the op) falls back to ``F.linear``.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ class _OneDNNLinear(torch.autograd.Function):
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear`` with fp32 CPU products on oneDNN; every other case is plain ``F.linear``."""
     if (x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32
-            or torch.is_autocast_enabled("cpu") or x.shape[-1] == 0 or not onednn_available()):
+            or torch.is_autocast_enabled("cpu") or x.shape[-1] == 0 or not onednn_available()
+            or torch.compiler.is_compiling()):
         return F.linear(x, weight, bias)
     return _OneDNNLinear.apply(x, weight, bias)
 

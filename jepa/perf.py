@@ -79,7 +79,7 @@ def apply_perf(model: nn.Module, perf: PerfConfig, device: torch.device, autocas
     """Apply the model-side switches of ``perf`` (the optimizer's is read by ``build_optimizer``)."""
     set_fused_attention(model, fused_attention_for(perf.attention, device, autocast_dtype, input_tokens(model)))
     set_split_attention(model, perf.split_attention)
-    if perf.onednn_linear and device.type == "cpu" and not perf.compile:  # torch.compile cannot trace the oneDNN op
+    if perf.onednn_linear and device.type == "cpu":
         use_onednn_linear(model)
     if perf.activation_checkpointing:
         checkpoint_activations(model)
