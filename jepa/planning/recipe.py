@@ -108,15 +108,15 @@ def load_world_model_state(path: Path) -> dict[str, Any]:
 
 
 def train_predictors(cfg: PlanConfig, data: dict[str, torch.Tensor], encoder: FrameEncoder, path: Path,
-                     enc_state: dict[str, Any]) -> list[ACPredictor]:
-    """Train ``world_model.ensemble`` predictors (different seeds and batches), checkpointing to ``path``."""
+                     enc_state: dict[str, Any], state: dict[str, Any] | None = None) -> list[ACPredictor]:
+    """Train ``world_model.ensemble`` predictors (different seeds and batches), checkpointing to ``path``;
+    ``state``: the partly trained world model read from ``path`` (see :func:`load_world_model_state`), to resume."""
     w = cfg.world_model
     feats, actions = data["features"], data["actions"]
     n, frames = feats.shape[:2]
     span = w.window + 1
     if frames < span:
         raise ValueError(f"trajectories give {frames} feature frames; the predictor needs window + 1 = {span}")
-    state = load_world_model_state(path) if path.is_file() else None
     predictors, optimizers = [], []
     for m in range(w.ensemble):
         torch.manual_seed(cfg.seed * 100 + m)
@@ -198,8 +198,8 @@ def run_recipe(cfg: PlanConfig) -> dict[str, Any]:
     timings["pretrain_s"] = time.perf_counter() - t
     t = time.perf_counter()
     wm_path = run_dir / WORLD_MODEL
-    done = wm_path.is_file() and int(load_world_model_state(wm_path)["step"]) >= cfg.world_model.steps
-    if done:
+    wm_state = load_world_model_state(wm_path) if wm_path.is_file() else None
+    if wm_state is not None and int(wm_state["step"]) >= cfg.world_model.steps:
         print(f"world model: {wm_path} complete, skipped", flush=True)
     else:
         enc_state = encoder_state(ckpt, data)
@@ -210,7 +210,7 @@ def run_recipe(cfg: PlanConfig) -> dict[str, Any]:
         else:
             feats = encode_trajectories(encoder, list(T.read_trajectories(data)), cfg.world_model.frameskip)
             save_checkpoint(feats, feats_path)
-        train_predictors(cfg, feats, encoder, wm_path, enc_state)
+        train_predictors(cfg, feats, encoder, wm_path, enc_state, wm_state)
     timings["world_model_s"] = time.perf_counter() - t
     t = time.perf_counter()
     summary = evaluate_run(run_dir, episodes_file=cfg.eval.episodes, seed=cfg.eval.seed, n=cfg.eval.n, oracle=True)

@@ -49,6 +49,16 @@ def test_recipe_runs_resumes_and_reports(toy_run, capsys):
     assert "collect: " in out and "skipped" in out and "nothing to train" in out and "complete, skipped" in out
 
 
+def test_world_model_stage_resumes_from_its_checkpoint(tmp_path, capsys, one_thread):
+    args = ["plan", "--config", str(ROOT / "configs/plan/two_rooms.yaml"), f"run_dir={tmp_path / 'run'}", *TOY]
+    assert cli_main(args) == 0
+    capsys.readouterr()
+    assert cli_main([*args, "world_model.steps=6"]) == 0  # two more steps on top of the saved four
+    out = capsys.readouterr().out
+    assert "world model step 6/6" in out and "world model step 2/6" not in out and "world model step 4/6" not in out
+    assert int(torch.load(tmp_path / "run" / "world_model.pt", weights_only=True)["step"]) == 6
+
+
 def test_eval_program_and_bad_input(toy_run, capsys, tmp_path):
     run, _ = toy_run
     if not (run / "world_model.pt").is_file():
