@@ -25,7 +25,7 @@ import torch
 
 from benchmarks.report import device_name
 from jepa.build import build_encoder
-from jepa.config import PlannerConfig, load_plan_config
+from jepa.config import PlanConfig, PlannerConfig, load_plan_config
 from jepa.planning.envs import two_rooms as tr
 from jepa.planning.oracle import OracleWorldModel
 from jepa.planning.planners import PlanningAgent, final_distance
@@ -35,13 +35,13 @@ from jepa.planning.world_model import FrameEncoder, LatentWorldModel, latent_cos
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "plan" / "two_rooms.yaml"
 
 
-def random_world_model(config: str | Path) -> LatentWorldModel:
+def random_world_model(config: str | Path) -> tuple[LatentWorldModel, PlanConfig]:
     cfg = load_plan_config(config)
     torch.manual_seed(0)
     encoder = FrameEncoder(build_encoder(cfg.pretrain), mean=(0.0, 0.0), std=(1.0, 1.0),
                            img_size=cfg.pretrain.data.img_size, pool=cfg.world_model.pool)
     predictors = [build_predictor(cfg, encoder, 2) for _ in range(cfg.world_model.ensemble)]
-    return LatentWorldModel(encoder, predictors, frameskip=cfg.world_model.frameskip)
+    return LatentWorldModel(encoder, predictors, frameskip=cfg.world_model.frameskip), cfg
 
 
 def time_calls(agent_factory, calls: int) -> tuple[list[float], list[float]]:
@@ -78,13 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from eval.planning import build_planner
 
-    model = load_world_model(args.checkpoint)[0] if args.checkpoint else random_world_model(args.config)
+    model, cfg = load_world_model(args.checkpoint) if args.checkpoint else random_world_model(args.config)
+    energy = latent_cost("final", blur=cfg.planner.blur)
     results = []
     for horizon in args.horizons:
         p = PlannerConfig(samples=args.samples, iterations=args.iterations, elites=max(1, args.samples // 10),
                           horizon=horizon, replan_every=1, repeat=1)
         for name, factory in (
-            ("learned", lambda: PlanningAgent(model, build_planner(p), latent_cost("final"), replan_every=1)),
+            ("learned", lambda: PlanningAgent(model, build_planner(p), energy, replan_every=1)),
             ("oracle", lambda: PlanningAgent(OracleWorldModel(), build_planner(p), final_distance(2), replan_every=1)),
         ):
             seconds, cpu = time_calls(factory, args.calls)

@@ -50,7 +50,8 @@ def budget(p: PlannerConfig) -> dict[str, Any]:
     return {"planner": p.kind, "samples": p.samples, "iterations": p.iterations, "elites": p.elites,
             "horizon": p.horizon, "replan_every": p.replan_every, "repeat": p.repeat,
             "steps": tr.MAX_STEPS, "cost": p.cost, "until_episode_end": p.until_episode_end,
-            "init_std": p.init_std, "action_bound": p.action_bound, "disagreement": p.disagreement}
+            "init_std": p.init_std, "action_bound": p.action_bound, "disagreement": p.disagreement,
+            "blur": list(p.blur)}
 
 
 def play(agent: PlanningAgent, episode: tr.Episode, *, record: bool = False) -> dict[str, Any]:
@@ -98,7 +99,8 @@ def oracle_agent(p: PlannerConfig) -> PlanningAgent:
 def learned_agent(model: WorldModel, p: PlannerConfig) -> PlanningAgent:
     from jepa.planning.world_model import latent_cost
 
-    return PlanningAgent(model, build_planner(p), latent_cost(p.cost, p.disagreement), replan_every=p.replan_every,
+    return PlanningAgent(model, build_planner(p), latent_cost(p.cost, p.disagreement, p.blur),
+                         replan_every=p.replan_every,
                          episode_steps=tr.MAX_STEPS if p.until_episode_end else None)
 
 

@@ -218,6 +218,17 @@ class CollectConfig:
     shard_size: int = 250
     kappa: float = 5.0
     door_fraction: float = 1 / 3
+    held_fraction: float = 0.0  # trajectories of uniform random actions held ``hold`` steps instead
+    hold: int = 10
+
+
+@dataclass
+class GridPredictorConfig:
+    """The local predictor (jepa.models.grid_predictor): convolutions over the token grid, FiLM by the action."""
+
+    width: int = 32
+    depth: int = 3
+    kernel: int = 3
 
 
 @dataclass
@@ -226,11 +237,14 @@ class WorldModelConfig:
 
     pool: int = 2  # encoder tokens average-pooled to pool x pool per frame (0: all tokens)
     frameskip: int = 5  # environment steps per predictor step (their actions are concatenated)
-    window: int = 4  # frames the predictor sees (training clip length and rollout window)
-    embed_dim: int = 64
-    depth: int = 3
-    num_heads: int = 4
+    window: int = 4  # frames per training clip; the transformer's rollout window (the grid predictor is Markov)
+    predictor: Literal["transformer", "grid"] = "transformer"
+    embed_dim: int = 64  # transformer only
+    depth: int = 3  # transformer only
+    num_heads: int = 4  # transformer only
+    grid: GridPredictorConfig = field(default_factory=GridPredictorConfig)
     rollout_steps: int = 2  # autoregressive steps in the rollout loss
+    change_weight: float = 0.0  # L1 weight on tokens that change (jepa.models.ac_predictor.change_weighted_l1)
     steps: int = 2000
     batch_size: int = 64
     lr: float = 1e-3
@@ -256,6 +270,7 @@ class PlannerConfig:
     cost: Literal["final", "summed"] = "final"
     until_episode_end: bool = True  # energy at the episode's last step once it is within the horizon
     disagreement: float = 0.0  # weight of the ensemble's disagreement in the cost
+    blur: tuple[int, ...] = (1,)  # box-blur sizes of the token grid summed in the energy
     seed: int = 0
 
 
@@ -291,10 +306,13 @@ def load_plan_config(path: str | Path | None = None, overrides: list[str] | tupl
     w, p = cfg.world_model, cfg.planner
     checks = [
         (cfg.collect.num_trajectories >= 1 and cfg.collect.steps >= 1, "collect sizes must be >= 1"),
+        (0 <= cfg.collect.held_fraction <= 1 and cfg.collect.hold >= 1, "collect: held_fraction in [0, 1], hold >= 1"),
         (cfg.collect.steps >= w.frameskip * w.window, "collect.steps must cover frameskip x window steps"),
         (w.frameskip >= 1 and w.window >= 2 and w.ensemble >= 1, "world_model: frameskip >= 1, window >= 2, ensemble >= 1"),
         (1 <= p.replan_every <= p.horizon, "planner.replan_every must be in [1, horizon]"),
         (p.disagreement == 0 or w.ensemble > 1, "planner.disagreement needs world_model.ensemble > 1"),
+        (bool(p.blur) and all(b >= 1 and b % 2 for b in p.blur), "planner.blur sizes must be odd and >= 1"),
+        (w.change_weight >= 0, "world_model.change_weight must be >= 0"),
     ]
     for ok, message in checks:
         if not ok:
@@ -324,6 +342,10 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         return value
     if origin is tuple:
         args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[T, ...]: any length
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{key}: expected a list, got {value!r}")
+            return tuple(_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
         return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))

@@ -165,18 +165,35 @@ class ACPredictor(nn.Module):
         return out
 
 
-def ac_losses(model: ACPredictor, feats: torch.Tensor, actions: torch.Tensor, rollout_steps: int) -> dict[str, torch.Tensor]:
-    """Teacher forcing (every frame from the true past) + autoregressive rollout from the first frame, both L1.
+def change_weighted_l1(pred: torch.Tensor, target: torch.Tensor, previous: torch.Tensor, weight: float) -> torch.Tensor:
+    """L1 where each token counts 1 + ``weight`` x (how much it really changed / the frame's mean change).
 
-    feats [B, T + 1, N, D] (T + 1 frames), actions [B, T, A].
+    pred, target, previous [B, T, N, D]. Most tokens of a frame do not change (the wall), so a plain L1 is
+    met by predicting "nothing moves"; on the two-rooms fine grid a plain L1 left a position probe reading the
+    prediction 10.9 px off, worse than no change (4.6 px), and weight 10 brought it to 2.7 px (README).
     """
-    teacher = F.l1_loss(model(feats[:, :-1], actions), feats[:, 1:])
+    err = (pred - target).abs()
+    if weight == 0:
+        return err.mean()
+    change = (target - previous).abs().sum(dim=-1, keepdim=True)  # [B, T, N, 1]
+    scale = change.mean(dim=2, keepdim=True).clamp_min(1e-6)
+    return (err * (1 + weight * change / scale)).mean()
+
+
+def ac_losses(model: nn.Module, feats: torch.Tensor, actions: torch.Tensor, rollout_steps: int,
+              change_weight: float = 0.0) -> dict[str, torch.Tensor]:
+    """Teacher forcing (every frame from the true past) + autoregressive rollout from the first frame, both L1
+    (change-weighted with ``change_weight`` > 0, see :func:`change_weighted_l1`).
+
+    feats [B, T + 1, N, D] (T + 1 frames), actions [B, T, A]; ``model``: an ACPredictor or GridACPredictor.
+    """
+    teacher = change_weighted_l1(model(feats[:, :-1], actions), feats[:, 1:], feats[:, :-1], change_weight)
     terms = {"teacher_loss": teacher}
     loss = teacher
     if rollout_steps > 0:
         k = min(rollout_steps, actions.shape[1])
         pred = model.rollout(feats[:, :1], actions[:, :k])
-        terms["rollout_loss"] = F.l1_loss(pred, feats[:, 1: k + 1])
+        terms["rollout_loss"] = change_weighted_l1(pred, feats[:, 1: k + 1], feats[:, :k], change_weight)
         loss = loss + terms["rollout_loss"]
     terms["loss"] = loss
     return terms

@@ -20,6 +20,7 @@ from jepa.build import build_encoder
 from jepa.checkpoint import CheckpointError, load_checkpoint, load_matching, save_checkpoint
 from jepa.config import PlanConfig, from_dict, plan_config_from_dict, to_dict
 from jepa.models.ac_predictor import ACPredictor, ac_losses
+from jepa.models.grid_predictor import GridACPredictor
 from jepa.planning import trajectories as T
 from jepa.planning.world_model import FrameEncoder, LatentWorldModel
 
@@ -36,7 +37,8 @@ def stage_collect(cfg: PlanConfig, run_dir: Path) -> Path:
         return out
     start = time.perf_counter()
     c = cfg.collect
-    explore = T.ExplorationConfig(kappa=c.kappa, door_fraction=c.door_fraction)
+    explore = T.ExplorationConfig(kappa=c.kappa, door_fraction=c.door_fraction, held_fraction=c.held_fraction,
+                                  hold=c.hold, held_bound=cfg.planner.action_bound)
     manifest = T.write_exploration(out, num=c.num_trajectories, steps=c.steps, seed=cfg.seed, cfg=explore,
                                    shard_size=c.shard_size, overwrite=True)
     print(f"collect: {manifest['num_samples']} trajectories of {c.steps} steps in {len(manifest['shards'])} shards "
@@ -87,10 +89,12 @@ def encode_trajectories(encoder: FrameEncoder, trajs: list[T.Trajectory], frames
     return {"features": feats, "actions": actions, "positions": positions}
 
 
-def build_predictor(cfg: PlanConfig, encoder: FrameEncoder, action_dim: int) -> ACPredictor:
+def build_predictor(cfg: PlanConfig, encoder: FrameEncoder, action_dim: int) -> ACPredictor | GridACPredictor:
     w = cfg.world_model
-    return ACPredictor(feature_dim=encoder.dim, action_dim=action_dim * w.frameskip, num_tokens=encoder.num_tokens,
-                       embed_dim=w.embed_dim, depth=w.depth, num_heads=w.num_heads, max_frames=w.window)
+    sizes = dict(feature_dim=encoder.dim, action_dim=action_dim * w.frameskip, num_tokens=encoder.num_tokens)
+    if w.predictor == "grid":
+        return GridACPredictor(**sizes, width=w.grid.width, depth=w.grid.depth, kernel=w.grid.kernel)
+    return ACPredictor(**sizes, embed_dim=w.embed_dim, depth=w.depth, num_heads=w.num_heads, max_frames=w.window)
 
 
 def load_world_model_state(path: Path) -> dict[str, Any]:
@@ -142,7 +146,7 @@ def train_predictors(cfg: PlanConfig, data: dict[str, torch.Tensor], encoder: Fr
             steps = offset.view(-1, 1) + torch.arange(span)
             f = feats[traj.view(-1, 1), steps].float()
             a = actions[traj.view(-1, 1), steps[:, :-1]]
-            terms = ac_losses(p, f, a, w.rollout_steps)
+            terms = ac_losses(p, f, a, w.rollout_steps, w.change_weight)
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             opt.step()
@@ -171,10 +175,12 @@ def load_world_model(run_dir: str | Path) -> tuple[LatentWorldModel, PlanConfig]
     predictors = []
     for m, weights in enumerate(state["predictors"]):
         p = build_predictor(cfg, encoder, 2)
-        if weights["feature_embed.weight"].shape[1] != encoder.dim or \
-                weights["slot_pos"].shape[2] != p.tokens_per_frame:
-            raise CheckpointError(f"{path}: predictor {m} does not match the encoder "
-                                  f"({weights['feature_embed.weight'].shape[1]} features vs {encoder.dim})")
+        own = p.state_dict()
+        wrong = [k for k in own if k in weights and weights[k].shape != own[k].shape]
+        if wrong:
+            raise CheckpointError(f"{path}: predictor {m} does not match the encoder ({encoder.num_tokens} tokens of "
+                                  f"{encoder.dim} features): {wrong[0]} is {tuple(weights[wrong[0]].shape)}, "
+                                  f"expected {tuple(own[wrong[0]].shape)}")
         load_matching(p, weights, f"{path} [predictor {m}]")
         predictors.append(p)
     return LatentWorldModel(encoder, predictors, frameskip=cfg.world_model.frameskip), cfg

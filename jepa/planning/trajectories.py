@@ -126,6 +126,9 @@ class ExplorationConfig:
     step_std: float = 0.4
     step_range: tuple[float, float] = (0.2, 1.8)
     door_fraction: float = 1 / 3  # trajectories steered through the door
+    held_fraction: float = 0.0  # trajectories of uniform random actions each held ``hold`` steps (a planner's kind)
+    hold: int = 10
+    held_bound: float = 1.75  # per-axis bound of the held actions
 
 
 def _truncated_normal(rng: np.random.Generator, mean: float, std: float, lo: float, hi: float, n: int) -> np.ndarray:
@@ -177,11 +180,35 @@ def explore(episodes: list[tr.Episode], steps: int, rng: np.random.Generator, st
     return positions, actions
 
 
+def held_actions(episodes: list[tr.Episode], steps: int, rng: np.random.Generator, hold: int,
+                 bound: float) -> tuple[np.ndarray, np.ndarray]:
+    """Positions [N, steps + 1, 2] and actions [N, steps, 2] of runs whose actions are uniform in the box
+    [-bound, bound]^2, each held ``hold`` steps: what a sampling planner with held actions tries, including
+    long pushes along walls, which the heading walk of :func:`explore` rarely makes."""
+    n = len(episodes)
+    wall_x = torch.tensor([float(e.layout.wall_x) for e in episodes], dtype=torch.float64)
+    door_y = torch.tensor([float(e.layout.door_y) for e in episodes], dtype=torch.float64)
+    knots = rng.uniform(-bound, bound, size=(n, -(-steps // hold), 2))
+    actions = np.repeat(knots, hold, axis=1)[:, :steps].astype(np.float32)
+    positions = np.empty((n, steps + 1, 2))
+    positions[:, 0] = [e.start for e in episodes]
+    pos = torch.from_numpy(positions[:, 0].copy())
+    for t in range(steps):
+        pos = tr.move(pos, torch.from_numpy(actions[:, t]).double(), wall_x, door_y)
+        positions[:, t + 1] = pos.numpy()
+    return positions, actions
+
+
 def exploration_batch(rng: np.random.Generator, num: int, steps: int,
                       cfg: ExplorationConfig = ExplorationConfig()) -> list[Trajectory]:
     """``num`` random layouts and starts, explored for ``steps`` actions, rendered to frames (state = positions)."""
     episodes = [tr.draw_episode(rng) for _ in range(num)]
     positions, actions = explore(episodes, steps, rng, rng.random(num) < cfg.door_fraction, cfg)
+    if cfg.held_fraction > 0:
+        held = np.flatnonzero(rng.random(num) < cfg.held_fraction)
+        if len(held):
+            positions[held], actions[held] = held_actions([episodes[i] for i in held], steps, rng, cfg.hold,
+                                                          cfg.held_bound)
     out = []
     for e, p, a in zip(episodes, positions, actions):
         k = len(p)

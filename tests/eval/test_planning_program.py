@@ -16,11 +16,11 @@ from jepa.cli import main as cli_main  # noqa: E402
 from jepa.config import ConfigError, load_plan_config  # noqa: E402
 from jepa.planning.recipe import load_world_model  # noqa: E402
 
-TOY = ["collect.num_trajectories=16", "collect.steps=20", "collect.shard_size=8", "pretrain.train.steps=2",
-       "pretrain.data.batch_size=8", "world_model.steps=4", "world_model.log_every=2", "world_model.batch_size=4",
-       "world_model.embed_dim=16", "world_model.depth=1", "planner.samples=8", "planner.elites=2", "planner.iterations=1",
-       "planner.horizon=12", "planner.replan_every=12", "planner.repeat=4", "eval.seed=0", "eval.n=1",
-       "eval.max_horizon=2"]
+TOY = ["collect.num_trajectories=16", "pretrain.encoder.patch_size=13", "collect.steps=20", "collect.shard_size=8",
+       "pretrain.train.steps=2", "pretrain.data.batch_size=8", "world_model.steps=4", "world_model.log_every=2",
+       "world_model.batch_size=4", "world_model.grid.width=8", "world_model.grid.depth=1", "planner.samples=8",
+       "planner.elites=2", "planner.iterations=1", "planner.horizon=12", "planner.replan_every=12",
+       "planner.repeat=4", "eval.seed=0", "eval.n=1", "eval.max_horizon=2"]
 
 
 @pytest.fixture(scope="module")
@@ -73,11 +73,15 @@ def test_eval_program_and_bad_input(toy_run, capsys, tmp_path):
     with pytest.raises(ValueError, match="actions must be"):
         model.rollout(model.encode(torch.zeros(1, 2, 65, 65)), torch.zeros(4, 10, 3))
     state = torch.load(run / "world_model.pt", weights_only=True)
-    w = state["predictors"][0]["feature_embed.weight"]
-    state["predictors"][0]["feature_embed.weight"] = torch.zeros(w.shape[0], w.shape[1] + 1)
+    w = state["predictors"][0]["inp.weight"]  # the grid predictor's input: features + action chunk channels
+    state["predictors"][0]["inp.weight"] = torch.zeros(w.shape[0], w.shape[1] + 1, 1, 1)
     torch.save(state, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="does not match the encoder"):
         load_world_model(tmp_path / "bad.pt")
+    state["plan_config"]["world_model"]["predictor"] = "transformer"  # weights of one kind, config of the other
+    torch.save(state, tmp_path / "kind.pt")
+    with pytest.raises(ValueError, match="does not match the model built from the config"):
+        load_world_model(tmp_path / "kind.pt")
     old = torch.load(run / "world_model.pt", weights_only=True)
     del old["format"]  # a file saved before rotary frame positions (absolute per-slot frame_pos)
     old["predictors"][0]["frame_pos"] = torch.zeros(1, 4, 1, 16)
@@ -94,3 +98,8 @@ def test_plan_config_rejects_unknown_and_inconsistent_keys():
         load_plan_config(None, ["planner.disagreement=0.5"])
     cfg = load_plan_config(ROOT / "configs/plan/two_rooms.yaml")
     assert cfg.pretrain.encoder.in_chans == 2 and cfg.planner.samples == 300 and cfg.planner.iterations == 3
+    assert cfg.world_model.predictor == "grid" and cfg.world_model.pool == 0 and cfg.planner.blur == (1, 3, 5, 9)
+    with pytest.raises(ConfigError, match="odd"):
+        load_plan_config(None, ["planner.blur=[1, 4]"])
+    with pytest.raises(ConfigError, match="not one of"):
+        load_plan_config(None, ["world_model.predictor=cnn"])

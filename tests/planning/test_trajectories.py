@@ -24,6 +24,25 @@ def test_exploration_statistics_and_door_steering():
     assert crossed[30:].mean() < 0.5
 
 
+def test_held_action_runs_hold_each_action_and_obey_the_walls():
+    rng = np.random.default_rng(0)
+    episodes = [tr.draw_episode(rng) for _ in range(40)]
+    positions, actions = T.held_actions(episodes, 25, rng, hold=10, bound=1.75)
+    assert actions.shape == (40, 25, 2) and positions.shape == (40, 26, 2)
+    assert np.abs(actions).max() <= 1.75
+    np.testing.assert_array_equal(actions[:, 1:10], actions[:, :1].repeat(9, axis=1))  # held for 10 steps
+    assert (actions[:, 10] != actions[:, 9]).any(axis=1).all()  # then a new draw
+    for e, p, a in zip(episodes, positions, actions):  # the environment's own physics, step by step
+        env = tr.TwoRoomsEnv()
+        env.reset_to(e)
+        for t in range(25):
+            env.step(a[t])
+            np.testing.assert_allclose(env.position.numpy(), p[t + 1], atol=1e-9)
+    mixed = T.exploration_batch(np.random.default_rng(3), 40, 20, T.ExplorationConfig(held_fraction=0.5))
+    held = [bool((np.abs(t.actions[1:10] - t.actions[:1]) < 1e-7).all()) for t in mixed]
+    assert 10 <= sum(held) <= 30  # about half
+
+
 def test_shards_round_trip_and_schema(tmp_path):
     manifest = T.write_exploration(tmp_path / "d", num=5, steps=6, seed=1, shard_size=2)
     assert manifest["format"] == T.FORMAT and manifest["num_samples"] == 5 and len(manifest["shards"]) == 3

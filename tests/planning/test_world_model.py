@@ -5,7 +5,7 @@ import torch
 
 from jepa.models.ac_predictor import ACPredictor
 from jepa.models.vit import resolve_size, vit_2d
-from jepa.planning.world_model import FrameEncoder, LatentWorldModel, latent_cost
+from jepa.planning.world_model import FrameEncoder, LatentWorldModel, blur_tokens, latent_cost
 
 
 def tiny(pool=1, predictors=2, feature_dim=32):
@@ -53,3 +53,33 @@ def test_mismatched_predictor_is_refused():
     enc2, preds = tiny()
     with pytest.raises(ValueError, match="multiple of frameskip"):
         LatentWorldModel(enc2, preds, frameskip=4)
+
+
+def test_blur_tokens_is_a_box_average_inside_the_grid():
+    tokens = torch.randn(2, 25, 3)  # a 5 x 5 grid, row-major
+    grid = tokens.view(2, 5, 5, 3)
+    out = blur_tokens(tokens, 3).view(2, 5, 5, 3)
+    assert torch.allclose(out[:, 2, 3], grid[:, 1:4, 2:5].mean(dim=(1, 2)), atol=1e-6)
+    assert torch.allclose(out[:, 0, 0], grid[:, 0:2, 0:2].mean(dim=(1, 2)), atol=1e-6)  # border: only inside tokens
+    assert blur_tokens(tokens, 1) is tokens
+    with pytest.raises(ValueError, match="square"):
+        blur_tokens(torch.randn(1, 6, 3), 3)
+
+
+def test_blurred_energy_keeps_growing_with_the_distance_to_the_goal():
+    """A one-hot dot on a 15 x 15 grid, 1 to 9 tokens right of the goal: the plain L1 is flat once the dot
+    leaves the goal's token; the blurred one keeps growing (until the widest blur reaches the border)."""
+    def frame(col):
+        f = torch.zeros(1, 225, 1)
+        f[0, 7 * 15 + col] = 1.0
+        return f
+    goal = frame(3)
+    pred = torch.stack([frame(c) for c in range(4, 13)]).view(9, 1, 1, 225, 1)  # [S, steps, M, N, D]
+    plain = latent_cost("final")(pred, goal)
+    blurred = latent_cost("final", blur=(1, 3, 5, 9))(pred, goal)
+    assert torch.allclose(plain, plain[0].expand(9))
+    assert (blurred[1:] > blurred[:-1]).all()
+    expected = sum((blur_tokens(pred[:, -1, 0], k) - blur_tokens(goal, k)).abs().mean(dim=(1, 2)) for k in (1, 3, 5, 9))
+    assert torch.allclose(blurred, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="odd"):
+        latent_cost("final", blur=(2,))

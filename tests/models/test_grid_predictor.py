@@ -1,0 +1,109 @@
+"""The local grid predictor: one rule everywhere (shift equivariance), Markov rollouts, and it learns a moving dot."""
+
+import pytest
+import torch
+
+from jepa.models.ac_predictor import ac_losses, change_weighted_l1
+from jepa.models.grid_predictor import GridACPredictor
+
+
+def small(**kw):
+    torch.manual_seed(0)
+    args = dict(feature_dim=4, action_dim=2, num_tokens=49, width=8, depth=2, kernel=3) | kw
+    model = GridACPredictor(**args)
+    torch.nn.init.normal_(model.out.weight, std=0.1)  # not the identity it starts as
+    return model
+
+
+def as_grid(tokens, side=7):
+    return tokens.transpose(-1, -2).reshape(*tokens.shape[:-2], tokens.shape[-1], side, side)
+
+
+def test_a_shifted_input_gives_the_shifted_output_away_from_the_border():
+    model = small(num_tokens=169).eval()
+    grid = torch.zeros(1, 1, 4, 13, 13)
+    grid[0, 0, :, 4, 4] = torch.randn(4)  # a blob inside the grid
+    moved = torch.roll(grid, shifts=(2, 3), dims=(-2, -1))  # the same blob 2 rows down, 3 columns right
+    action = torch.randn(1, 1, 2)
+    with torch.no_grad():
+        out = as_grid(model(grid.flatten(3).transpose(2, 3), action), 13)
+        out_moved = as_grid(model(moved.flatten(3).transpose(2, 3), action), 13)
+    # depth 2 with 3 x 3 kernels sees 2 tokens around: rows/cols 2..6 hold the blob's whole response, and they
+    # and their shifted copies (rows 4..8, cols 5..9) are 2 or more tokens from the zero-padded border
+    assert torch.allclose(out[..., 2:7, 2:7], out_moved[..., 4:9, 5:10], atol=1e-6)
+    assert not torch.allclose(out, grid, atol=1e-3)  # it does change the frame
+
+
+def test_rollout_is_repeated_single_steps_from_the_last_context_frame():
+    model = small().eval()
+    context = torch.randn(3, 2, 49, 4)
+    actions = torch.randn(3, 1 + 4, 2)  # one action after the first context frame, then four planned
+    with torch.no_grad():
+        out = model.rollout(context, actions)
+        frame, expected = context[:, -1:], []
+        for k in range(1, 5):
+            frame = model(frame, actions[:, k:k + 1])
+            expected.append(frame[:, 0])
+    assert out.shape == (3, 4, 49, 4)
+    assert torch.allclose(out, torch.stack(expected, 1), atol=1e-5)
+
+
+def test_starts_as_the_identity():
+    model = GridACPredictor(feature_dim=4, action_dim=2, num_tokens=9)
+    feats = torch.randn(2, 3, 9, 4)
+    assert torch.equal(model(feats, torch.randn(2, 3, 2)), feats)
+
+
+def test_losses_teach_it_to_move_a_dot_by_the_action():
+    """A one-hot dot on a 7 x 7 grid moves one token along the action's sign (x then y), stopping at the edge."""
+    model = small(feature_dim=1, width=16).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(0)
+
+    def batch(n):
+        pos = torch.randint(0, 7, (n, 2), generator=g)
+        steps = torch.randint(-1, 2, (n, 3, 2), generator=g)
+        frames = [pos]
+        for k in range(3):
+            frames.append((frames[-1] + steps[:, k]).clamp(0, 6))
+        feats = torch.zeros(n, 4, 49, 1)
+        for k, p in enumerate(frames):
+            feats[torch.arange(n), k, p[:, 0] * 7 + p[:, 1], 0] = 1.0
+        return feats, steps.float()
+
+    for _ in range(200):
+        feats, actions = batch(64)
+        terms = ac_losses(model, feats, actions, rollout_steps=2, change_weight=10.0)
+        opt.zero_grad()
+        terms["loss"].backward()
+        opt.step()
+    feats, actions = batch(256)
+    with torch.no_grad():
+        pred = model.rollout(feats[:, :1], actions[:, :2])
+    hit = (pred[..., 0].argmax(-1) == feats[:, 1:3, :, 0].argmax(-1)).float().mean()
+    copy = (feats[:, :1, :, 0].argmax(-1) == feats[:, 1:3, :, 0].argmax(-1)).float().mean()
+    assert copy < 0.25 and hit > 0.6  # where the dot is, one and two steps ahead (0.83 measured in 200 steps)
+
+
+def test_change_weighted_l1_matches_its_formula():
+    g = torch.Generator().manual_seed(1)
+    pred, target, prev = (torch.randn(2, 3, 5, 4, generator=g) for _ in range(3))
+    assert torch.allclose(change_weighted_l1(pred, target, prev, 0.0), (pred - target).abs().mean())
+    change = (target - prev).abs().sum(-1)  # [2, 3, 5]
+    weight = 1 + 10 * change / change.mean(-1, keepdim=True)
+    expected = ((pred - target).abs() * weight.unsqueeze(-1)).mean()
+    assert torch.allclose(change_weighted_l1(pred, target, prev, 10.0), expected)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="square token grid"):
+        GridACPredictor(feature_dim=4, action_dim=2, num_tokens=12)
+    with pytest.raises(ValueError, match="kernel odd"):
+        GridACPredictor(feature_dim=4, action_dim=2, num_tokens=9, kernel=2)
+    model = small()
+    with pytest.raises(ValueError, match="match the encoder"):
+        model(torch.randn(1, 2, 49, 5), torch.randn(1, 2, 2))
+    with pytest.raises(ValueError, match="actions must be"):
+        model(torch.randn(1, 2, 49, 4), torch.randn(1, 2, 3))
+    with pytest.raises(ValueError, match="no step to imagine"):
+        model.rollout(torch.randn(1, 3, 49, 4), torch.randn(1, 2, 2))
