@@ -36,7 +36,6 @@ class GridACPredictor(nn.Module):
         if min(feature_dim, action_dim, width, depth) < 1 or kernel < 1 or kernel % 2 == 0:
             raise ValueError("feature_dim, action_dim, width and depth must be >= 1 and kernel odd")
         self.feature_dim, self.action_dim, self.num_tokens, self.side = feature_dim, action_dim, num_tokens, side
-        self.state_dim = 0
         self.inp = nn.Conv2d(feature_dim + action_dim, width, 1)
         self.film = nn.ModuleList(nn.Linear(action_dim, 2 * width) for _ in range(depth))
         self.body = nn.ModuleList(nn.Conv2d(width, width, kernel, padding=kernel // 2) for _ in range(depth))
