@@ -72,6 +72,17 @@ def pool_tokens(tokens: torch.Tensor, grid: tuple[int, int], out: int) -> torch.
     return F.adaptive_avg_pool2d(x, out).flatten(2).transpose(1, 2)
 
 
+def check_frames(feats: torch.Tensor, actions: torch.Tensor, num_tokens: int, feature_dim: int,
+                 action_dim: int) -> None:
+    """Any predictor's input: features [B, T, num_tokens, feature_dim] and actions [B, T, action_dim]."""
+    if feats.ndim != 4 or feats.shape[2:] != (num_tokens, feature_dim):
+        raise ValueError(f"features must be [B, T, {num_tokens}, {feature_dim}], got {tuple(feats.shape)} "
+                         "(does the predictor match the encoder and pooling?)")
+    b, t = feats.shape[:2]
+    if actions.shape != (b, t, action_dim):
+        raise ValueError(f"actions must be [B, T, {action_dim}] = [{b}, {t}, {action_dim}], got {tuple(actions.shape)}")
+
+
 class ACPredictor(nn.Module):
     """feats [B, T, N, D], actions [B, T, A] (, state [B, T, S]) -> predicted next features [B, T, N, D]."""
 
@@ -99,13 +110,8 @@ class ACPredictor(nn.Module):
         nn.init.trunc_normal_(self.slot_pos, std=0.02)
 
     def _check(self, feats: torch.Tensor, actions: torch.Tensor, state: torch.Tensor | None) -> None:
+        check_frames(feats, actions, self.num_tokens, self.feature_dim, self.action_dim)
         b, t = feats.shape[:2]
-        if feats.ndim != 4 or feats.shape[2:] != (self.num_tokens, self.feature_dim):
-            raise ValueError(f"features must be [B, T, {self.num_tokens}, {self.feature_dim}], got {tuple(feats.shape)} "
-                             "(does the predictor match the encoder and pooling?)")
-        if actions.shape != (b, t, self.action_dim):
-            raise ValueError(f"actions must be [B, T, {self.action_dim}] = [{b}, {t}, {self.action_dim}], "
-                             f"got {tuple(actions.shape)}")
         if (state is None) != (self.state_dim == 0) or (state is not None and state.shape != (b, t, self.state_dim)):
             raise ValueError(f"state must be [B, T, {self.state_dim}]" if self.state_dim else "this predictor takes no state")
 

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jepa.models.ac_predictor import check_frames
+
 
 class GridACPredictor(nn.Module):
     """feats [B, T, N, D] (N = side x side tokens, row-major), actions [B, T, A] -> next features [B, T, N, D]."""
@@ -43,14 +45,6 @@ class GridACPredictor(nn.Module):
         nn.init.zeros_(self.out.weight)  # starts as "nothing changes", the best guess for most tokens
         nn.init.zeros_(self.out.bias)
 
-    def _check(self, feats: torch.Tensor, actions: torch.Tensor) -> None:
-        if feats.ndim != 4 or feats.shape[2:] != (self.num_tokens, self.feature_dim):
-            raise ValueError(f"features must be [B, T, {self.num_tokens}, {self.feature_dim}], got {tuple(feats.shape)} "
-                             "(does the predictor match the encoder and pooling?)")
-        if actions.shape != (*feats.shape[:2], self.action_dim):
-            raise ValueError(f"actions must be [B, T, {self.action_dim}] = [{feats.shape[0]}, {feats.shape[1]}, "
-                             f"{self.action_dim}], got {tuple(actions.shape)}")
-
     def step(self, grid: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """One step on the grid layout: [B, D, side, side], [B, A] -> [B, D, side, side]."""
         b = grid.shape[0]
@@ -67,7 +61,7 @@ class GridACPredictor(nn.Module):
 
     def forward(self, feats: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Every frame's successor from the true frame (teacher forcing); frames are independent."""
-        self._check(feats, actions)
+        check_frames(feats, actions, self.num_tokens, self.feature_dim, self.action_dim)
         b, t = feats.shape[:2]
         nxt = self.step(self.to_grid(feats.flatten(0, 1)), actions.flatten(0, 1))
         return nxt.flatten(2).transpose(1, 2).reshape(b, t, self.num_tokens, self.feature_dim)
@@ -79,7 +73,7 @@ class GridACPredictor(nn.Module):
         h = actions.shape[1] - (c - 1)
         if h < 1:
             raise ValueError(f"{actions.shape[1]} actions for {c} context frames leave no step to imagine")
-        self._check(context, actions[:, :c])
+        check_frames(context, actions[:, :c], self.num_tokens, self.feature_dim, self.action_dim)
         grid = self.to_grid(context[:, -1])
         out = []
         for k in range(c - 1, c - 1 + h):
