@@ -14,6 +14,7 @@ process (with one thread, what a call costs when no other job competes for the c
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -24,13 +25,12 @@ from pathlib import Path
 import torch
 
 from benchmarks.report import device_name
+from jepa.allocator import keep_freed_memory
 from jepa.build import build_encoder
-from jepa.config import PlanConfig, PlannerConfig, load_plan_config
+from jepa.config import PlanConfig, load_plan_config
 from jepa.planning.envs import two_rooms as tr
-from jepa.planning.oracle import OracleWorldModel
-from jepa.planning.planners import PlanningAgent, final_distance
 from jepa.planning.recipe import build_predictor, load_world_model
-from jepa.planning.world_model import FrameEncoder, LatentWorldModel, latent_cost
+from jepa.planning.world_model import FrameEncoder, LatentWorldModel
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "plan" / "two_rooms.yaml"
 
@@ -76,18 +76,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.samples, args.iterations, args.horizons, args.calls = 16, 2, [10], 1
     torch.set_num_threads(args.threads)
-    from eval.planning import build_planner
+    keep_freed_memory()
+    from eval.planning import learned_agent, oracle_agent
 
     model, cfg = load_world_model(args.checkpoint) if args.checkpoint else random_world_model(args.config)
-    energy = latent_cost("final", blur=cfg.planner.blur)
     results = []
     for horizon in args.horizons:
-        p = PlannerConfig(samples=args.samples, iterations=args.iterations, elites=max(1, args.samples // 10),
-                          horizon=horizon, replan_every=1, repeat=1)
-        for name, factory in (
-            ("learned", lambda: PlanningAgent(model, build_planner(p), energy, replan_every=1)),
-            ("oracle", lambda: PlanningAgent(OracleWorldModel(), build_planner(p), final_distance(2), replan_every=1)),
-        ):
+        # the run's energy (blur, changed tokens) at the reference budget: per-step actions, one call per step
+        p = dataclasses.replace(cfg.planner, samples=args.samples, iterations=args.iterations,
+                                elites=max(2, args.samples // 10), horizon=horizon, replan_every=1, repeat=1,
+                                cost="final", until_episode_end=False)
+        for name, factory in (("learned", lambda: learned_agent(model, p)), ("oracle", lambda: oracle_agent(p))):
             seconds, cpu = time_calls(factory, args.calls)
             results.append({"model": name, "samples": p.samples, "iterations": p.iterations, "horizon": horizon,
                             "seconds_per_step": round(statistics.median(seconds), 4),

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from jepa.allocator import keep_freed_memory
 from jepa.config import PlannerConfig
 from jepa.planning.envs import two_rooms as tr
 from jepa.planning.oracle import OracleWorldModel
@@ -93,7 +94,7 @@ def evaluate_agent(make_agent: Callable[[], PlanningAgent], episodes: list[tr.Ep
 def oracle_agent(p: PlannerConfig) -> PlanningAgent:
     cost = final_distance(2) if p.cost == "final" else summed_distance(2)
     return PlanningAgent(OracleWorldModel(), build_planner(p), cost, replan_every=p.replan_every,
-                         episode_steps=tr.MAX_STEPS if p.until_episode_end else None)
+                         episode_steps=tr.MAX_STEPS if p.until_episode_end else None, final_only=p.cost == "final")
 
 
 def learned_agent(model: WorldModel, p: PlannerConfig) -> PlanningAgent:
@@ -101,7 +102,7 @@ def learned_agent(model: WorldModel, p: PlannerConfig) -> PlanningAgent:
 
     return PlanningAgent(model, build_planner(p), latent_cost(p.cost, p.disagreement, p.blur),
                          replan_every=p.replan_every,
-                         episode_steps=tr.MAX_STEPS if p.until_episode_end else None)
+                         episode_steps=tr.MAX_STEPS if p.until_episode_end else None, final_only=p.cost == "final")
 
 
 @torch.no_grad()
@@ -224,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     if (args.checkpoint is None) != args.oracle_only:
         parser.error("give --checkpoint RUN, or --oracle-only")
     torch.set_num_threads(args.threads)
+    keep_freed_memory()
     overrides = [f"{f.name}={getattr(args, 'planner_' + f.name)}" for f in dataclasses.fields(PlannerConfig)
                  if getattr(args, "planner_" + f.name) is not None]
     planner = None

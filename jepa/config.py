@@ -245,6 +245,7 @@ class WorldModelConfig:
     grid: GridPredictorConfig = field(default_factory=GridPredictorConfig)
     rollout_steps: int = 2  # autoregressive steps in the rollout loss
     change_weight: float = 0.0  # L1 weight on tokens that change (jepa.models.ac_predictor.change_weighted_l1)
+    drift_weight: float = 0.0  # weight of a plain L1 over the rollout, every token alike: no drift where nothing moves
     steps: int = 2000
     batch_size: int = 64
     lr: float = 1e-3
@@ -312,7 +313,8 @@ def load_plan_config(path: str | Path | None = None, overrides: list[str] | tupl
         (1 <= p.replan_every <= p.horizon, "planner.replan_every must be in [1, horizon]"),
         (p.disagreement == 0 or w.ensemble > 1, "planner.disagreement needs world_model.ensemble > 1"),
         (bool(p.blur) and all(b >= 1 and b % 2 for b in p.blur), "planner.blur sizes must be odd and >= 1"),
-        (w.change_weight >= 0, "world_model.change_weight must be >= 0"),
+        (w.change_weight >= 0 and w.drift_weight >= 0, "world_model.change_weight and drift_weight must be >= 0"),
+        (w.drift_weight == 0 or w.rollout_steps > 0, "world_model.drift_weight needs rollout_steps > 0"),
     ]
     for ok, message in checks:
         if not ok:

@@ -44,31 +44,45 @@ class GridACPredictor(nn.Module):
         self.out = nn.Conv2d(width, feature_dim, 1)
         nn.init.zeros_(self.out.weight)  # starts as "nothing changes", the best guess for most tokens
         nn.init.zeros_(self.out.bias)
+        self.to(memory_format=torch.channels_last)  # weights in the layout of the grids (see step)
 
     def step(self, grid: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """One step on the grid layout: [B, D, side, side], [B, A] -> [B, D, side, side]."""
+        """One step on the grid layout: [B, D, side, side], [B, A] -> [B, D, side, side], channels-last.
+
+        Channels-last (NHWC in memory) is what makes these narrow convolutions fast on CPU: a planning
+        call at the reference budget took 3.3 x less time than in the default layout (README). The input
+        convolution over [features, broadcast action] is computed as a convolution of the features plus a
+        per-sample bias from the action: the same weights, without materialising the broadcast.
+        """
         b = grid.shape[0]
-        a = action.view(b, -1, 1, 1)
-        h = self.inp(torch.cat([grid, a.expand(-1, -1, self.side, self.side)], dim=1))
+        grid = grid.contiguous(memory_format=torch.channels_last)
+        w = self.inp.weight
+        bias = F.linear(action, w[:, self.feature_dim:, 0, 0], self.inp.bias)
+        h = F.conv2d(grid, w[:, :self.feature_dim]) + bias.view(b, -1, 1, 1)
         for film, conv in zip(self.film, self.body):
             scale, shift = film(action).view(b, -1, 1, 1).chunk(2, dim=1)
-            h = h + F.gelu(conv(h * (1 + scale) + shift))
+            h = h + F.gelu(conv(torch.addcmul(shift, h, 1 + scale)))
         return grid + self.out(h)
 
     def to_grid(self, feats: torch.Tensor) -> torch.Tensor:
-        """[B, N, D] -> [B, D, side, side]."""
-        return feats.transpose(1, 2).reshape(feats.shape[0], self.feature_dim, self.side, self.side)
+        """[B, N, D] -> [B, D, side, side]: a channels-last view of the same memory, no copy."""
+        return feats.reshape(feats.shape[0], self.side, self.side, self.feature_dim).permute(0, 3, 1, 2)
+
+    def from_grid(self, grid: torch.Tensor) -> torch.Tensor:
+        """[B, D, side, side] -> [B, N, D]; no copy for a channels-last grid."""
+        return grid.permute(0, 2, 3, 1).reshape(grid.shape[0], self.num_tokens, self.feature_dim)
 
     def forward(self, feats: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Every frame's successor from the true frame (teacher forcing); frames are independent."""
         check_frames(feats, actions, self.num_tokens, self.feature_dim, self.action_dim)
         b, t = feats.shape[:2]
         nxt = self.step(self.to_grid(feats.flatten(0, 1)), actions.flatten(0, 1))
-        return nxt.flatten(2).transpose(1, 2).reshape(b, t, self.num_tokens, self.feature_dim)
+        return self.from_grid(nxt).view(b, t, self.num_tokens, self.feature_dim)
 
-    def rollout(self, context: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    def rollout(self, context: torch.Tensor, actions: torch.Tensor, *, last_only: bool = False) -> torch.Tensor:
         """Imagine H steps from the last context frame: context [B, C, N, D], actions [B, C - 1 + H, A]
-        (the actions after each context frame, then the H planned ones) -> predicted features [B, H, N, D]."""
+        (the actions after each context frame, then the H planned ones) -> predicted features [B, H, N, D],
+        or only the last of them [B, 1, N, D] with ``last_only`` (no H-frame tensor is built)."""
         b, c = context.shape[:2]
         h = actions.shape[1] - (c - 1)
         if h < 1:
@@ -78,5 +92,6 @@ class GridACPredictor(nn.Module):
         out = []
         for k in range(c - 1, c - 1 + h):
             grid = self.step(grid, actions[:, k])
-            out.append(grid)
-        return torch.stack(out, 1).flatten(3).transpose(2, 3)
+            if not last_only:
+                out.append(self.from_grid(grid))
+        return self.from_grid(grid).unsqueeze(1) if last_only else torch.stack(out, 1)

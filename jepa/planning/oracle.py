@@ -38,7 +38,7 @@ class OracleWorldModel:
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
         return read_state(obs).float()
 
-    def rollout(self, start: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    def rollout(self, start: torch.Tensor, actions: torch.Tensor, *, last_only: bool = False) -> torch.Tensor:
         if start.shape != (1, 4):
             raise ValueError(f"the oracle rolls out from one state [1, 4], got {tuple(start.shape)}")
         if actions.ndim != 3 or actions.shape[-1] != 2:
@@ -52,4 +52,4 @@ class OracleWorldModel:
         for t in range(h):
             pos = move(pos, acts[:, t], wall_x, door_y, self.max_norm)
             out[:, t, :2] = pos
-        return out.float()
+        return out[:, -1:].float() if last_only else out.float()

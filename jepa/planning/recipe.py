@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import yaml
 
+from jepa.allocator import keep_freed_memory
 from jepa.build import build_encoder
 from jepa.checkpoint import CheckpointError, load_checkpoint, load_matching, save_checkpoint
 from jepa.config import PlanConfig, from_dict, plan_config_from_dict, to_dict
@@ -146,7 +147,7 @@ def train_predictors(cfg: PlanConfig, data: dict[str, torch.Tensor], encoder: Fr
             steps = offset.view(-1, 1) + torch.arange(span)
             f = feats[traj.view(-1, 1), steps].float()
             a = actions[traj.view(-1, 1), steps[:, :-1]]
-            terms = ac_losses(p, f, a, w.rollout_steps, w.change_weight)
+            terms = ac_losses(p, f, a, w.rollout_steps, w.change_weight, w.drift_weight)
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             opt.step()
@@ -203,6 +204,7 @@ def run_recipe(cfg: PlanConfig) -> dict[str, Any]:
     ckpt = stage_pretrain(cfg, run_dir, data)
     timings["pretrain_s"] = time.perf_counter() - t
     t = time.perf_counter()
+    keep_freed_memory()  # the grid predictor's training and rollouts reallocate the same tensors (jepa.allocator)
     wm_path = run_dir / WORLD_MODEL
     wm_state = load_world_model_state(wm_path) if wm_path.is_file() else None
     if wm_state is not None and int(wm_state["step"]) >= cfg.world_model.steps:

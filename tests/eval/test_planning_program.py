@@ -16,7 +16,7 @@ from jepa.cli import main as cli_main  # noqa: E402
 from jepa.config import ConfigError, load_plan_config  # noqa: E402
 from jepa.planning.recipe import load_world_model  # noqa: E402
 
-TOY = ["collect.num_trajectories=16", "pretrain.encoder.patch_size=13", "collect.steps=20", "collect.shard_size=8",
+TOY = ["collect.num_trajectories=16", "pretrain.encoder.patch_size=13", "collect.steps=30", "collect.shard_size=8",
        "pretrain.train.steps=2", "pretrain.data.batch_size=8", "world_model.steps=4", "world_model.log_every=2",
        "world_model.batch_size=4", "world_model.grid.width=8", "world_model.grid.depth=1", "planner.samples=8",
        "planner.elites=2", "planner.iterations=1", "planner.horizon=12", "planner.replan_every=12",
@@ -103,3 +103,5 @@ def test_plan_config_rejects_unknown_and_inconsistent_keys():
         load_plan_config(None, ["planner.blur=[1, 4]"])
     with pytest.raises(ConfigError, match="not one of"):
         load_plan_config(None, ["world_model.predictor=cnn"])
+    with pytest.raises(ConfigError, match="drift_weight needs"):
+        load_plan_config(None, ["world_model.drift_weight=1", "world_model.rollout_steps=0"])

@@ -75,6 +75,9 @@ def test_cached_rollout_equals_full_recomputation_each_step(context_frames):
     assert (pred - expected).abs().max() < 1e-5
     with torch.enable_grad():  # the training path (recomputing, autograd-safe) agrees with the cached one
         assert (model.rollout(context, actions) - expected).abs().max() < 1e-5
+        assert (model.rollout(context, actions, last_only=True) - expected[:, -1:]).abs().max() < 1e-5
+    with torch.no_grad():
+        assert torch.equal(model.rollout(context, actions, last_only=True), pred[:, -1:])
 
 
 def test_forward_slides_its_window_over_long_clips():

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from jepa.models.ac_predictor import ac_losses, change_weighted_l1
 from jepa.models.grid_predictor import GridACPredictor
@@ -46,6 +47,34 @@ def test_rollout_is_repeated_single_steps_from_the_last_context_frame():
             expected.append(frame[:, 0])
     assert out.shape == (3, 4, 49, 4)
     assert torch.allclose(out, torch.stack(expected, 1), atol=1e-5)
+
+
+def test_step_matches_the_convolutions_written_out_in_the_default_layout():
+    """The channels-last step (input convolution split into features + per-sample action bias) computes
+    1x1 conv of [features, broadcast action] -> FiLM'd residual convs -> 1x1 conv out, added to the frame."""
+    model = small(num_tokens=169, depth=3).eval()
+    feats, action = torch.randn(5, 169, 4), torch.randn(5, 2)
+    grid = as_grid(feats, 13).contiguous()
+    h = F.conv2d(torch.cat([grid, action.view(5, 2, 1, 1).expand(-1, -1, 13, 13)], 1),
+                 model.inp.weight.contiguous(), model.inp.bias)
+    for film, conv in zip(model.film, model.body):
+        scale, shift = film(action).view(5, -1, 1, 1).chunk(2, dim=1)
+        h = h + F.gelu(F.conv2d(h * (1 + scale) + shift, conv.weight.contiguous(), conv.bias, padding=1))
+    expected = grid + F.conv2d(h, model.out.weight.contiguous(), model.out.bias)
+    with torch.no_grad():
+        out = model(feats[:, None], action[:, None])[:, 0]
+    assert torch.allclose(as_grid(out, 13), expected, atol=1e-5)
+    assert model.to_grid(feats).is_contiguous(memory_format=torch.channels_last)  # a view, no copy
+    assert torch.equal(model.from_grid(model.to_grid(feats)), feats)
+
+
+def test_last_only_rollout_is_the_last_step_of_the_full_one():
+    model = small().eval()
+    context, actions = torch.randn(3, 2, 49, 4), torch.randn(3, 6, 2)
+    with torch.no_grad():
+        full, last = model.rollout(context, actions), model.rollout(context, actions, last_only=True)
+    assert last.shape == (3, 1, 49, 4)
+    assert torch.equal(last, full[:, -1:])
 
 
 def test_starts_as_the_identity():
@@ -96,6 +125,18 @@ def test_change_weighted_l1_matches_its_formula():
     weight = 1 + 10 * change / change.mean(-1, keepdim=True)
     expected = ((pred - target).abs() * weight.unsqueeze(-1)).mean()
     assert torch.allclose(change_weighted_l1(pred, target, prev, 10.0), expected)
+
+
+def test_drift_term_is_the_plain_l1_of_the_rollout():
+    model = small()
+    g = torch.Generator().manual_seed(2)
+    feats, actions = torch.randn(3, 4, 49, 4, generator=g), torch.randn(3, 3, 2, generator=g)
+    base = ac_losses(model, feats, actions, rollout_steps=2, change_weight=10.0)
+    terms = ac_losses(model, feats, actions, rollout_steps=2, change_weight=10.0, drift_weight=5.0)
+    with torch.no_grad():
+        drift = (model.rollout(feats[:, :1], actions[:, :2]) - feats[:, 1:3]).abs().mean()
+    assert "drift_loss" not in base and torch.allclose(terms["drift_loss"], drift)
+    assert torch.allclose(terms["loss"], base["loss"] + 5.0 * drift)
 
 
 def test_bad_input():

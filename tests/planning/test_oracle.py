@@ -34,6 +34,7 @@ def test_rollout_matches_the_environment():
         for t in range(25):
             env.step(actions[s, t].double())
             assert pred[s, t, :2].tolist() == pytest.approx(env.position.tolist(), abs=2e-3)
+    assert torch.equal(model.rollout(start, actions, last_only=True), pred[:, -1:])
     with pytest.raises(ValueError, match="actions"):
         model.rollout(start, torch.zeros(3, 25, 3))
 

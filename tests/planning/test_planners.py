@@ -76,15 +76,17 @@ class CountingModel:
     """An integrator world model that counts its calls."""
 
     def __init__(self):
-        self.encodes, self.rollouts = 0, 0
+        self.encodes, self.rollouts, self.steps = 0, 0, []
 
     def encode(self, obs):
         self.encodes += 1
         return obs.view(obs.shape[0], -1)
 
-    def rollout(self, start, actions):
+    def rollout(self, start, actions, *, last_only=False):
         self.rollouts += 1
-        return integrator(start, actions)
+        self.steps.append(actions.shape[1])
+        states = integrator(start, actions)
+        return states[:, -1:] if last_only else states
 
 
 @pytest.mark.parametrize("replan_every", [1, 3])
@@ -118,3 +120,28 @@ def test_agent_counts_down_to_the_episode_end():
     for _ in range(8):
         agent.act(torch.zeros(2))
     assert seen == [6, 6, 6, 5, 4, 3, 2, 1]
+
+
+def test_final_only_agent_plans_the_same_from_the_last_state_alone():
+    """With a final-state cost, imagining only the last state changes nothing but the work: the same seed
+    gives the same actions; with an episode end the model is asked for no step past it."""
+    actions = {}
+    for final_only in (False, True):
+        model, seen = CountingModel(), []
+
+        def cost(pred, goal):
+            seen.append(pred.shape[1])
+            return final_distance(1)(pred, goal)
+
+        agent = PlanningAgent(model, make(CEM, horizon=6, iterations=2), cost, final_only=final_only)
+        agent.reset(torch.tensor([4.0, -2.5]))
+        actions[final_only] = torch.stack([agent.act(torch.zeros(2)) for _ in range(3)])
+        assert set(seen) == ({1} if final_only else {6})
+    assert torch.equal(actions[True], actions[False])
+    model = CountingModel()
+    agent = PlanningAgent(model, make(CEM, horizon=6, iterations=1), final_distance(1), episode_steps=8,
+                          final_only=True)
+    agent.reset(torch.zeros(2))
+    for _ in range(8):
+        agent.act(torch.zeros(2))
+    assert model.steps == [6, 6, 6, 5, 4, 3, 2, 1]

@@ -30,6 +30,9 @@ def test_encode_is_layer_normed_and_rollout_chunks_actions():
     with torch.no_grad():
         expected = preds[1].rollout(z[:1].unsqueeze(1).expand(4, 1, 1, 32), padded)
     assert torch.allclose(out[:, :, 1], expected, atol=1e-5)
+    assert torch.equal(model.rollout(z[:1], actions, last_only=True), out[:, -1:])
+    single = LatentWorldModel(enc, preds[:1], frameskip=3)
+    assert torch.equal(single.rollout(z[:1], actions), out[:, :, :1])
 
 
 def test_latent_cost_matches_formula():
@@ -83,3 +86,4 @@ def test_blurred_energy_keeps_growing_with_the_distance_to_the_goal():
     assert torch.allclose(blurred, expected, atol=1e-6)
     with pytest.raises(ValueError, match="odd"):
         latent_cost("final", blur=(2,))
+
