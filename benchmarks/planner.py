@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     model, cfg = load_world_model(args.checkpoint) if args.checkpoint else random_world_model(args.config)
     results = []
     for horizon in args.horizons:
-        # the run's energy (blur, changed tokens) at the reference budget: per-step actions, one call per step
+        # the run's energy (its blur sizes) at the reference budget: per-step actions, one call per step
         p = dataclasses.replace(cfg.planner, samples=args.samples, iterations=args.iterations,
                                 elites=max(2, args.samples // 10), horizon=horizon, replan_every=1, repeat=1,
                                 cost="final", until_episode_end=False)

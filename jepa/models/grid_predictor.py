@@ -49,8 +49,9 @@ class GridACPredictor(nn.Module):
     def step(self, grid: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """One step on the grid layout: [B, D, side, side], [B, A] -> [B, D, side, side], channels-last.
 
-        Channels-last (NHWC in memory) is what makes these narrow convolutions fast on CPU: a planning
-        call at the reference budget took 3.3 x less time than in the default layout (README). The input
+        Channels-last (NHWC in memory) is what makes these narrow convolutions fast on CPU: a 3 x 3
+        convolution of width 32 over 200 grids took 4.3 ms instead of 9.5 ms on one thread, 2.0 ms
+        instead of 10.9 ms on two (README). The input
         convolution over [features, broadcast action] is computed as a convolution of the features plus a
         per-sample bias from the action: the same weights, without materialising the broadcast.
         """

@@ -239,12 +239,10 @@ class PlanningAgent:
                 last = -(-horizon * pred.shape[1] // self.planner.horizon)
                 return self.cost(pred[:, :last], goal)
 
-            def rollout(actions: torch.Tensor) -> torch.Tensor:
-                return self.model.rollout(start, actions[:, :horizon], last_only=True)
-
             init = self.previous[self.replan_every:] if self.previous is not None else None
             if self.final_only:
-                plan = self.planner.plan(rollout, lambda pred: self.cost(pred, goal), init=init)
+                plan = self.planner.plan(lambda a: self.model.rollout(start, a[:, :horizon], last_only=True),
+                                         lambda pred: self.cost(pred, goal), init=init)
             else:
                 plan = self.planner.plan(lambda a: self.model.rollout(start, a), cost, init=init)
             actions = plan.actions.cpu()
