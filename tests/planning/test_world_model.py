@@ -86,4 +86,3 @@ def test_blurred_energy_keeps_growing_with_the_distance_to_the_goal():
     assert torch.allclose(blurred, expected, atol=1e-6)
     with pytest.raises(ValueError, match="odd"):
         latent_cost("final", blur=(2,))
-
