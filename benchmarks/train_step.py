@@ -10,7 +10,7 @@ are not timed.
     python -m benchmarks.train_step --video --frames 16 --batch 2      # the V-JEPA step
     python -m benchmarks.train_step perf.attention=fused predictor.shared_context=true   # any config switch
     python -m benchmarks.train_step --sweep --precision bf16    # each speed switch on and off, as a table
-    python -m benchmarks.train_step --profile trace.json        # also write a torch profiler trace
+    python -m benchmarks.train_step --profile trace.json        # also write a torch profiler trace (+ trace.txt: top ops)
     python -m benchmarks.train_step --smoke          # tiny configuration for CI (seconds)
 
 Prints ONE JSON line on stdout (progress goes to stderr):
@@ -22,6 +22,9 @@ since it started (``getrusage(RUSAGE_SELF).ru_maxrss``, KiB on Linux, times 1024
 includes the Python interpreter and the libraries. ``step_tflop`` is the explicit FLOP count
 of the mean timed step (``jepa.flops``), ``tflop_per_s`` that over the median step time, and
 ``mfu`` that over the device's dense bf16 peak where it is known (bf16 runs on GPUs).
+``train_step_ms`` / ``train_mfu`` leave the collate part out: in training the loader's worker
+processes sample the masks while the device runs the previous step. On CUDA the collated batch
+is pinned, as the loader's ``pin_memory`` does.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from jepa.build import build_jepa, build_masks, build_optimizer, is_video
 from jepa.config import Config, ConfigError, load_config
 from jepa.data.pretrain import MaskCollator
 from jepa.flops import StepShape, peak_flops, step_flops, step_shape
+from jepa.masks import MaskSet
 from jepa.models.jepa import JEPA
 from jepa.models.vit import VIT_SIZES
 from jepa.perf import apply_perf, fused_attention_for
@@ -64,6 +68,7 @@ VIDEO_OVERRIDES = ("data.source=moving-digits", "video.tubelet_size=2", "loss.ki
 # What --sweep toggles, each against the configuration as given (its "baseline").
 SWEEP = {
     "attention": ("perf.attention", {"math": "fused", "fused": "math"}),
+    "cudnn_attention": ("perf.cudnn_attention", {"False": "true", "True": "false"}),
     "shared_context": ("predictor.shared_context", {"False": "true", "True": "false"}),
     "split_attention": ("perf.split_attention", {"False": "true", "True": "false"}),
     "fused_optimizer": ("perf.fused_optimizer", {"False": "true", "True": "false"}),
@@ -116,11 +121,19 @@ class Bench:
         start = time.perf_counter()
         first = step * len(self.images)
         batch = self.collate([(image, 0, first + i) for i, image in enumerate(self.images)])  # (image, label, position)
+        if self.accelerator.device.type == "cuda":  # as the loader's pin_memory does, so copies are asynchronous
+            batch = pinned(batch)
         collate_s = time.perf_counter() - start
         train_step(self.model, self.optimizer, [batch], accelerator=self.accelerator,
                    values=step_values(step, self.cfg), autocast_dtype=self.autocast_dtype,
                    grad_clip=self.cfg.optim.grad_clip)
         return collate_s, step_flops(self.flop_shape, batch["masks"])["step"]
+
+
+def pinned(batch: dict[str, Any]) -> dict[str, Any]:
+    """``batch`` with its tensors in page-locked memory."""
+    return {key: [MaskSet(*(idx.pin_memory() for idx in m)) for m in value] if key == "masks" else value.pin_memory()
+            for key, value in batch.items()}
 
 
 def build_bench(cfg: Config) -> Bench:
@@ -174,7 +187,9 @@ def measure(cfg: Config, *, steps: int, warmup: int, log: Callable[[str], None] 
 
     ms = sorted(t * 1e3 for t in times)
     median = statistics.median(ms)
+    train_median = statistics.median((t - c) * 1e3 for t, c in zip(times, collates))
     tflop_per_s = statistics.mean(flops) / (median / 1e3) / 1e12
+    train_tflop_per_s = statistics.mean(flops) / (train_median / 1e3) / 1e12
     peak = peak_flops(device_name(device)) if cuda and bench.autocast_dtype == torch.bfloat16 else None
     e, p = cfg.encoder, cfg.predictor
     return {
@@ -195,6 +210,8 @@ def measure(cfg: Config, *, steps: int, warmup: int, log: Callable[[str], None] 
         "step_tflop": round(statistics.mean(flops) / 1e12, 4),
         "tflop_per_s": round(tflop_per_s, 4),
         "mfu": round(tflop_per_s * 1e12 / peak, 4) if peak else None,
+        "train_step_ms": round(train_median, 3),
+        "train_mfu": round(train_tflop_per_s * 1e12 / peak, 4) if peak else None,
         "peak_mem_bytes": peak_mem,
         "peak_mem_kind": "cuda_max_memory_allocated" if cuda else "process_peak_rss",
         "steps": steps,
@@ -204,7 +221,8 @@ def measure(cfg: Config, *, steps: int, warmup: int, log: Callable[[str], None] 
 
 
 def write_trace(bench: Bench, path: str, *, first_step: int, sync: Callable[[], None]) -> None:
-    """Two more steps under the torch profiler, written as a Chrome trace (chrome://tracing, Perfetto)."""
+    """Two more steps under the torch profiler, written as a Chrome trace (chrome://tracing, Perfetto), and
+    the 40 ops with the most self time as a table beside it (same name, ``.txt``): what to read first."""
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     with profile_steps(activities=activities, record_shapes=True) as prof:
         for step in range(first_step, first_step + 2):
@@ -212,6 +230,8 @@ def write_trace(bench: Bench, path: str, *, first_step: int, sync: Callable[[], 
         sync()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     prof.export_chrome_trace(str(path))
+    sort_by = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    Path(path).with_suffix(".txt").write_text(prof.key_averages().table(sort_by=sort_by, row_limit=40))
 
 
 def percentile(sorted_values: list[float], q: float) -> float:

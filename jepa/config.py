@@ -144,6 +144,9 @@ class PerfConfig:
     # attention kernel: "fused" = F.scaled_dot_product_attention (flash / memory-efficient on GPU),
     # "math" = explicit softmax(QK^T)V, faster on CPU for the short sequences JEPA runs; "auto" picks by device
     attention: Literal["auto", "fused", "math"] = "auto"
+    # let fused attention on GPU use cuDNN's kernel: it builds an execution plan for every new sequence length,
+    # milliseconds of host time per call, and JEPA's mask sizes change every step (flash / efficient are used)
+    cudnn_attention: bool = False
     fused_optimizer: bool = True  # AdamW's fused kernel (one kernel for all parameters) instead of foreach
     onednn_linear: bool = True  # fp32 linear layers on CPU through oneDNN (about 2x MKL's speed on AMD CPUs)
     compile: bool = False  # torch.compile the encoder and predictor (dynamic shapes: mask sizes vary per step)

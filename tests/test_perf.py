@@ -97,3 +97,26 @@ def test_onednn_linear_computes_the_same_step():
     apply_perf(model, PerfConfig(attention="auto", onednn_linear=True), CPU, None)
     assert all(type(m).__name__ == "OneDNNLinear" for m in model.modules() if isinstance(m, torch.nn.Linear))
     torch.testing.assert_close(_loss_and_grads(model, batch), plain, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("cudnn", [False, True])
+def test_cudnn_attention_switch_sets_the_sdpa_backend_on_gpu_only(cudnn):
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    try:
+        torch.backends.cuda.enable_cudnn_sdp(not cudnn)
+        _, model, _ = _model_and_batch()
+        apply_perf(model, PerfConfig(cudnn_attention=cudnn, onednn_linear=False), CPU, None)
+        assert torch.backends.cuda.cudnn_sdp_enabled() is (not cudnn)  # CPU runs leave the global flag alone
+        apply_perf(model, PerfConfig(cudnn_attention=cudnn, onednn_linear=False), CUDA, torch.bfloat16)
+        assert torch.backends.cuda.cudnn_sdp_enabled() is cudnn
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(before)
+
+
+def test_compile_switches_off_the_coalescing_analysis_where_torch_has_it(monkeypatch):
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config.triton, "coalesce_tiling_analysis", True, raising=False)
+    _, model, _ = _model_and_batch()
+    apply_perf(model, PerfConfig(compile=True, onednn_linear=False), CPU, None)
+    assert inductor_config.triton.coalesce_tiling_analysis is False

@@ -37,6 +37,8 @@ def test_smoke_prints_one_json_report(capsys: pytest.CaptureFixture[str]) -> Non
     assert 0 < report["step_ms_p10"] <= report["step_ms"] <= report["step_ms_p90"]
     assert report["items_per_s"] == pytest.approx(config["batch"] * 1000 / report["step_ms"], rel=1e-3)
     assert 0 <= report["collate_ms"] < report["step_ms"]
+    assert 0 < report["train_step_ms"] < report["step_ms_p90"]  # the median of (step - collate)
+    assert report["train_mfu"] is None  # no known peak on CPU
     assert report["peak_mem_bytes"] > 0
 
 
@@ -105,6 +107,8 @@ def test_profile_writes_a_chrome_trace(tmp_path: Path) -> None:
     main(["--smoke", "--profile", str(trace)])
     events = json.loads(trace.read_text())["traceEvents"]
     assert any("aten::" in str(event.get("name", "")) for event in events)
+    table = (tmp_path / "trace.txt").read_text()
+    assert "aten::" in table and "Self CPU" in table
 
 
 def test_unknown_override_is_a_config_error(capsys: pytest.CaptureFixture[str]) -> None:
