@@ -132,8 +132,8 @@ class Bench:
 
 def pinned(batch: dict[str, Any]) -> dict[str, Any]:
     """``batch`` with its tensors in page-locked memory."""
-    return {key: [MaskSet(*(idx.pin_memory() for idx in m)) for m in value] if key == "masks" else value.pin_memory()
-            for key, value in batch.items()}
+    masks = [MaskSet(*(idx.pin_memory() for idx in mask_set)) for mask_set in batch["masks"]]
+    return {**{key: value.pin_memory() for key, value in batch.items() if key != "masks"}, "masks": masks}
 
 
 def build_bench(cfg: Config) -> Bench:
