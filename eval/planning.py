@@ -27,7 +27,9 @@ from jepa.allocator import keep_freed_memory
 from jepa.config import PlannerConfig
 from jepa.planning.envs import two_rooms as tr
 from jepa.planning.oracle import OracleWorldModel
-from jepa.planning.planners import CEM, MPPI, PlanningAgent, WorldModel, final_distance, summed_distance
+from jepa.planning.planners import (
+    CEM, MPPI, PlanningAgent, StateCost, WorldModel, final_distance, summed_distance,
+)
 
 
 def resolve_episodes(episodes_file: str | None, seed: int | None, n: int) -> tuple[list[tr.Episode], str]:
@@ -91,18 +93,21 @@ def evaluate_agent(make_agent: Callable[[], PlanningAgent], episodes: list[tr.Ep
     }
 
 
-def oracle_agent(p: PlannerConfig) -> PlanningAgent:
-    cost = final_distance(2) if p.cost == "final" else summed_distance(2)
-    return PlanningAgent(OracleWorldModel(), build_planner(p), cost, replan_every=p.replan_every,
+def planning_agent(model: WorldModel, cost: StateCost, p: PlannerConfig) -> PlanningAgent:
+    """An agent with ``p``'s planner, replanning interval and episode countdown; final-state costs
+    ask the model for the last state only."""
+    return PlanningAgent(model, build_planner(p), cost, replan_every=p.replan_every,
                          episode_steps=tr.MAX_STEPS if p.until_episode_end else None, final_only=p.cost == "final")
+
+
+def oracle_agent(p: PlannerConfig) -> PlanningAgent:
+    return planning_agent(OracleWorldModel(), final_distance(2) if p.cost == "final" else summed_distance(2), p)
 
 
 def learned_agent(model: WorldModel, p: PlannerConfig) -> PlanningAgent:
     from jepa.planning.world_model import latent_cost
 
-    return PlanningAgent(model, build_planner(p), latent_cost(p.cost, p.disagreement, p.blur),
-                         replan_every=p.replan_every,
-                         episode_steps=tr.MAX_STEPS if p.until_episode_end else None, final_only=p.cost == "final")
+    return planning_agent(model, latent_cost(p.cost, p.disagreement, p.blur), p)
 
 
 @torch.no_grad()
