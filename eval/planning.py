@@ -54,7 +54,7 @@ def budget(p: PlannerConfig) -> dict[str, Any]:
             "horizon": p.horizon, "replan_every": p.replan_every, "repeat": p.repeat,
             "steps": tr.MAX_STEPS, "cost": p.cost, "until_episode_end": p.until_episode_end,
             "init_std": p.init_std, "action_bound": p.action_bound, "disagreement": p.disagreement,
-            "blur": list(p.blur)}
+            "blur": list(p.blur), "stuck_horizon": p.stuck_horizon, "stuck_margin": p.stuck_margin}
 
 
 def play(agent: PlanningAgent, episode: tr.Episode, *, record: bool = False) -> dict[str, Any]:
@@ -68,7 +68,7 @@ def play(agent: PlanningAgent, episode: tr.Episode, *, record: bool = False) -> 
         if record:
             frames.append(env.render())
     return {"success": env.success, "final_distance": env.distance_to_goal,
-            "plan_seconds": list(agent.plan_seconds), "frames": frames}
+            "plan_seconds": list(agent.plan_seconds), "escalations": agent.escalations, "frames": frames}
 
 
 def evaluate_agent(make_agent: Callable[[], PlanningAgent], episodes: list[tr.Episode], *, name: str,
@@ -90,14 +90,18 @@ def evaluate_agent(make_agent: Callable[[], PlanningAgent], episodes: list[tr.Ep
         "seconds_per_step": float(np.median(seconds)),
         "mean_seconds_per_step": float(np.mean(seconds)),
         "final_distances": [round(r["final_distance"], 2) for r in results],
+        "stuck_replans": int(sum(r["escalations"] for r in results)),
+        "planning_calls": len(seconds),
     }
 
 
 def planning_agent(model: WorldModel, cost: StateCost, p: PlannerConfig) -> PlanningAgent:
-    """An agent with ``p``'s planner, replanning interval and episode countdown; final-state costs
-    ask the model for the last state only."""
+    """An agent with ``p``'s planner, replanning interval, episode countdown and longer look when stuck;
+    final-state costs ask the model for the last state only."""
+    further = build_planner(dataclasses.replace(p, horizon=p.stuck_horizon)) if p.stuck_horizon else None
     return PlanningAgent(model, build_planner(p), cost, replan_every=p.replan_every,
-                         episode_steps=tr.MAX_STEPS if p.until_episode_end else None, final_only=p.cost == "final")
+                         episode_steps=tr.MAX_STEPS if p.until_episode_end else None, final_only=p.cost == "final",
+                         further=further, stuck_margin=p.stuck_margin)
 
 
 def oracle_agent(p: PlannerConfig) -> PlanningAgent:

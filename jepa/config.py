@@ -275,6 +275,11 @@ class PlannerConfig:
     until_episode_end: bool = True  # energy at the episode's last step once it is within the horizon
     disagreement: float = 0.0  # weight of the ensemble's disagreement in the cost
     blur: tuple[int, ...] = (1,)  # box-blur sizes of the token grid summed in the energy
+    # look further when stuck: where no plan at ``horizon`` ends with an energy at least ``stuck_margin`` (a
+    # fraction) below standing still, plan again at this longer horizon (0: never); a wall between the dot and
+    # the goal with the door further than ``horizon`` steps is such a place
+    stuck_horizon: int = 0
+    stuck_margin: float = 0.05
     seed: int = 0
 
 
@@ -314,6 +319,8 @@ def load_plan_config(path: str | Path | None = None, overrides: list[str] | tupl
         (cfg.collect.steps >= w.frameskip * w.window, "collect.steps must cover frameskip x window steps"),
         (w.frameskip >= 1 and w.window >= 2 and w.ensemble >= 1, "world_model: frameskip >= 1, window >= 2, ensemble >= 1"),
         (1 <= p.replan_every <= p.horizon, "planner.replan_every must be in [1, horizon]"),
+        (p.stuck_horizon == 0 or p.stuck_horizon > p.horizon, "planner.stuck_horizon must be 0 or > horizon"),
+        (0 <= p.stuck_margin < 1, "planner.stuck_margin must be in [0, 1)"),
         (p.disagreement == 0 or w.ensemble > 1, "planner.disagreement needs world_model.ensemble > 1"),
         (bool(p.blur) and all(b >= 1 and b % 2 for b in p.blur), "planner.blur sizes must be odd and >= 1"),
         (w.change_weight >= 0 and w.drift_weight >= 0, "world_model.change_weight and drift_weight must be >= 0"),

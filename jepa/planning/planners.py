@@ -32,6 +32,8 @@ class Plan:
 class Planner(Protocol):
     horizon: int
     action_dim: int
+    low: torch.Tensor
+    high: torch.Tensor
 
     def plan(self, rollout: Rollout, cost: Cost, init: torch.Tensor | None = None) -> Plan: ...
 
@@ -201,27 +203,66 @@ class PlanningAgent:
     ``latent_cost("final")``): the model then imagines only as far as the horizon asks and returns
     only that state, instead of every step of every sample (the grid world model's call at the
     reference budget spent a fifth of its time copying those, README).
+
+    ``further`` (a planner with a longer horizon) is for local minima of the final-state energy: with
+    the goal behind a wall and the door further away than the horizon, every plan that heads for the
+    door ends further from the goal than standing still, so the agent waits at the wall. Where the best
+    plan does not end at least ``stuck_margin`` (a fraction) below the energy of standing still, the
+    agent plans again with ``further``, and keeps planning with it for as many steps as that plan spans
+    (``escalations`` counts how often it got stuck): a replan at the short horizon halfway along the
+    detour would head back to the wall.
     """
 
     def __init__(self, model: WorldModel, planner: Planner, cost: StateCost, *, replan_every: int = 1,
-                 episode_steps: int | None = None, final_only: bool = False) -> None:
+                 episode_steps: int | None = None, final_only: bool = False, further: Planner | None = None,
+                 stuck_margin: float = 0.05) -> None:
         if not 1 <= replan_every <= planner.horizon:
             raise ValueError(f"replan_every must be in [1, horizon={planner.horizon}], got {replan_every}")
         if episode_steps is not None and episode_steps < 1:
             raise ValueError(f"episode_steps must be >= 1, got {episode_steps}")
+        if further is not None and further.horizon <= planner.horizon:
+            raise ValueError(f"the stuck planner's horizon ({further.horizon}) must exceed {planner.horizon}")
+        if not 0 <= stuck_margin < 1:
+            raise ValueError(f"stuck_margin must be in [0, 1), got {stuck_margin}")
         self.model, self.planner, self.cost, self.replan_every = model, planner, cost, replan_every
         self.episode_steps, self.final_only = episode_steps, final_only
+        self.further, self.stuck_margin = further, stuck_margin
         self.steps = 0
         self.goal: torch.Tensor | None = None
         self.queue: list[torch.Tensor] = []
         self.previous: torch.Tensor | None = None
         self.plan_seconds: list[float] = []
+        self.escalations, self.further_until = 0, 0
 
     @torch.no_grad()
     def reset(self, goal_obs: torch.Tensor) -> None:
         """Encode the goal image once for the whole episode."""
         self.goal = self.model.encode(goal_obs.unsqueeze(0))
         self.queue, self.previous, self.plan_seconds, self.steps = [], None, [], 0
+        self.escalations, self.further_until = 0, 0
+
+    def objective(self, planner: Planner, start: torch.Tensor, horizon: int) -> tuple[Rollout, Cost]:
+        """The rollout and energy one planning call optimises, up to ``horizon`` steps (the episode's end)."""
+        goal = self.goal
+        if self.final_only:
+            return (lambda a: self.model.rollout(start, a[:, :horizon], last_only=True)), (lambda p: self.cost(p, goal))
+
+        def cost(pred: torch.Tensor) -> torch.Tensor:
+            """The energy of the predicted states up to the episode's end (pred may be coarser than steps)."""
+            last = -(-horizon * pred.shape[1] // planner.horizon)
+            return self.cost(pred[:, :last], goal)
+
+        return (lambda a: self.model.rollout(start, a)), cost
+
+    def plan_with(self, planner: Planner, start: torch.Tensor,
+                  remaining: int) -> tuple[Plan, Callable[[], torch.Tensor]]:
+        """``planner``'s plan from ``start``, warm-started from the rest of the previous plan, and a function
+        giving the energy of standing still (zero actions, clamped to the bounds) under the same objective."""
+        horizon = min(planner.horizon, max(remaining, 1))
+        rollout, cost = self.objective(planner, start, horizon)
+        init = self.previous[self.replan_every:][: planner.horizon] if self.previous is not None else None
+        still = torch.zeros(1, planner.horizon, planner.action_dim, device=planner.low.device)
+        return planner.plan(rollout, cost, init=init), lambda: cost(rollout(still.clamp(planner.low, planner.high)))[0]
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor) -> torch.Tensor:
@@ -230,21 +271,16 @@ class PlanningAgent:
         if not self.queue:
             start_time = time.perf_counter()
             start = self.model.encode(obs.unsqueeze(0))
-            goal = self.goal
             remaining = self.planner.horizon if self.episode_steps is None else self.episode_steps - self.steps
-            horizon = min(self.planner.horizon, max(remaining, 1))
-
-            def cost(pred: torch.Tensor) -> torch.Tensor:
-                """The energy of the predicted states up to the episode's end (pred may be coarser than steps)."""
-                last = -(-horizon * pred.shape[1] // self.planner.horizon)
-                return self.cost(pred[:, :last], goal)
-
-            init = self.previous[self.replan_every:] if self.previous is not None else None
-            if self.final_only:
-                plan = self.planner.plan(lambda a: self.model.rollout(start, a[:, :horizon], last_only=True),
-                                         lambda pred: self.cost(pred, goal), init=init)
+            if self.further is not None and self.steps < self.further_until:
+                plan, _ = self.plan_with(self.further, start, remaining)
             else:
-                plan = self.planner.plan(lambda a: self.model.rollout(start, a), cost, init=init)
+                plan, still = self.plan_with(self.planner, start, remaining)
+                if (self.further is not None and remaining > self.planner.horizon
+                        and bool(plan.cost > (1 - self.stuck_margin) * still())):
+                    plan, _ = self.plan_with(self.further, start, remaining)
+                    self.escalations += 1
+                    self.further_until = self.steps + self.further.horizon
             actions = plan.actions.cpu()
             self.plan_seconds.append(time.perf_counter() - start_time)
             self.previous = actions

@@ -105,3 +105,7 @@ def test_plan_config_rejects_unknown_and_inconsistent_keys():
         load_plan_config(None, ["world_model.predictor=cnn"])
     with pytest.raises(ConfigError, match="drift_weight needs"):
         load_plan_config(None, ["world_model.drift_weight=1", "world_model.rollout_steps=0"])
+    with pytest.raises(ConfigError, match="stuck_horizon must be 0 or > horizon"):
+        load_plan_config(None, ["planner.horizon=45", "planner.stuck_horizon=45"])
+    with pytest.raises(ConfigError, match="stuck_margin"):
+        load_plan_config(None, ["planner.stuck_horizon=120", "planner.stuck_margin=1.5"])

@@ -1,5 +1,7 @@
 """The oracle world model: state read from the image, rollouts equal to stepping the environment."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -44,6 +46,27 @@ def test_oracle_planner_solves_pinned_episodes_quickly():
     p = PlannerConfig(samples=500, iterations=3, elites=50, horizon=60, replan_every=20, repeat=10)
     episodes = tr.load_episodes()[2:4]
     assert all(play(oracle_agent(p), e)["success"] for e in episodes)
+
+
+def test_looking_further_when_stuck_gets_past_the_wall():
+    """Pinned episode 12: the goal is just behind the wall, the door ~40 px down. At horizon 45 every plan
+    towards the door ends further from the goal than waiting at the wall, so the agent waits there;
+    with ``stuck_horizon`` it notices that no plan beats standing still and plans at 90 through the door."""
+    p = PlannerConfig(horizon=45, replan_every=20, repeat=10)
+    episode = tr.load_episodes()[11]
+    stuck = play(oracle_agent(p), episode)
+    assert not stuck["success"] and stuck["final_distance"] > 10 and stuck["escalations"] == 0
+    further = play(oracle_agent(dataclasses.replace(p, stuck_horizon=90)), episode)
+    assert further["success"] and further["escalations"] >= 1
+
+
+def test_an_agent_that_is_never_stuck_never_looks_further():
+    p = PlannerConfig(horizon=45, replan_every=20, repeat=10)
+    episode = tr.load_episodes()[2]
+    plain = play(oracle_agent(p), episode)
+    further = play(oracle_agent(dataclasses.replace(p, stuck_horizon=90)), episode)
+    assert further["escalations"] == 0
+    assert further["final_distance"] == plain["final_distance"]
 
 
 @pytest.mark.slow

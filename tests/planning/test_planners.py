@@ -145,3 +145,34 @@ def test_final_only_agent_plans_the_same_from_the_last_state_alone():
     for _ in range(8):
         agent.act(torch.zeros(2))
     assert model.steps == [6, 6, 6, 5, 4, 3, 2, 1]
+
+
+def test_agent_rejects_a_stuck_planner_that_does_not_look_further():
+    with pytest.raises(ValueError, match="must exceed"):
+        PlanningAgent(CountingModel(), make(CEM, horizon=6), final_distance(1), further=make(CEM, horizon=6))
+    with pytest.raises(ValueError, match="stuck_margin"):
+        PlanningAgent(CountingModel(), make(CEM, horizon=6), final_distance(1), further=make(CEM, horizon=9),
+                      stuck_margin=1.0)
+
+
+def test_stuck_agent_plans_at_the_longer_horizon_for_as_long_as_that_plan_spans():
+    """An energy that is flat (1) until x > 4 and 0 beyond: with actions bounded by 1, no 3-step plan gets
+    there, so every short plan ties with standing still; the agent switches to the 6-step planner, keeps it
+    for the 6 steps its plan spans, and is back on the short planner (and not stuck) once past x = 4."""
+    model, seen = CountingModel(), []
+
+    def cost(pred, goal):
+        seen.append(pred.shape[1])
+        return (pred[:, -1, 0] <= 4.0).float()
+
+    short, longer = make(CEM, horizon=3, iterations=1), make(CEM, horizon=6, iterations=3, init_std=3.0)
+    agent = PlanningAgent(model, short, cost, replan_every=3, further=longer, episode_steps=30)
+    agent.reset(torch.zeros(2))
+    state = torch.zeros(2)
+    for _ in range(12):
+        state = state + agent.act(state)
+    assert agent.escalations == 1 and state[0] > 4
+    # step 0: the short plan (1 iteration), standing still, then the longer plan (3 iterations); step 3:
+    # the longer plan alone (still within its 6 steps); steps 6 and 9: the short plan and standing still,
+    # not stuck any more
+    assert seen == [3, 3, 6, 6, 6, 6, 6, 6, 3, 3, 3, 3]
