@@ -75,7 +75,6 @@ SWEEP = {
     "onednn_linear": ("perf.onednn_linear", {"False": "true", "True": "false"}),
     "compile": ("perf.compile", {"False": "true", "True": "false"}),
     "activation_checkpointing": ("perf.activation_checkpointing", {"False": "true", "True": "false"}),
-    "keep_freed_memory": ("perf.keep_freed_memory", {"False": "true", "True": "false"}),
 }
 
 

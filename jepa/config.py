@@ -154,9 +154,6 @@ class PerfConfig:
     # shared-context predictor: attention block by block (context x context, each target block x context + itself)
     # instead of one masked matrix; same function, about half the attention work
     split_attention: bool = True
-    # keep freed host memory in the process (glibc's malloc thresholds raised, jepa.allocator): the CPU step
-    # reallocates the same multi-megabyte activations every step, and each fresh mmap page-faults again
-    keep_freed_memory: bool = True
 
 
 @dataclass

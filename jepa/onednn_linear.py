@@ -1,4 +1,4 @@
-"""Linear layers on CPU through oneDNN's linear op instead of the default BLAS and ``addmm``.
+"""fp32 linear layers on CPU through oneDNN instead of the default BLAS.
 
 PyTorch's CPU builds run fp32 ``nn.Linear`` through MKL, which on AMD CPUs
 takes a slow generic path: on this project's EPYC machines oneDNN's fp32 GEMM
@@ -6,16 +6,9 @@ takes a slow generic path: on this project's EPYC machines oneDNN's fp32 GEMM
 forward and for both backward products (README "Performance"). This module
 routes the three products of a linear layer through
 ``torch.ops.mkldnn._linear_pointwise``; it is exact fp32 (no reduced-precision
-math mode).
-
-Under CPU bf16 autocast PyTorch's products already run on oneDNN, but its
-``addmm`` first copies the broadcast bias into the output and then accumulates
-the product onto it: for a 384 -> 1536 layer over 2240 tokens that copy is a
-fifth of the forward. Here the inputs are cast as autocast casts them and the
-bias is added inside the GEMM; the backward products stay torch's (oneDNN) ``mm``.
-Anything else (GPU tensors, other dtypes or autocast dtypes, a PyTorch without
-the op, tracing by ``torch.compile``, which cannot trace the op) falls back to
-``F.linear``.
+math mode), and anything it does not cover (GPU tensors, other dtypes, an
+active autocast, a PyTorch without the op, tracing by ``torch.compile``, which
+cannot trace the op) falls back to ``F.linear``.
 """
 
 from __future__ import annotations
@@ -38,8 +31,7 @@ def _gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> t
 
 
 class _OneDNNLinear(torch.autograd.Function):
-    """y = x W^T + b with its input and weight gradients: fp32 products on oneDNN's linear op, bf16 ones on
-    ``torch.mm`` (which is oneDNN already for bf16, and a little faster there than the linear op)."""
+    """y = x W^T + b with its input and weight gradients, each one oneDNN GEMM."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -54,30 +46,17 @@ class _OneDNNLinear(torch.autograd.Function):
         flat, weight = ctx.saved_tensors
         grad = grad.reshape(-1, weight.shape[0])
         need_x, need_w, need_b = ctx.needs_input_grad
-        if grad.dtype == torch.float32:
-            grad_x = _gemm(grad, weight.t(), None) if need_x else None
-            grad_w = _gemm(grad.t(), flat.t(), None) if need_w else None
-        else:
-            grad_x = torch.mm(grad, weight) if need_x else None
-            grad_w = torch.mm(grad.t(), flat) if need_w else None
-        grad_x = grad_x.reshape(ctx.input_shape) if grad_x is not None else None
+        grad_x = _gemm(grad, weight.t(), None).reshape(ctx.input_shape) if need_x else None
+        grad_w = _gemm(grad.t(), flat.t(), None) if need_w else None
         grad_b = grad.sum(0) if need_b and ctx.has_bias else None
         return grad_x, grad_w, grad_b
 
 
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear`` with fp32 CPU products, and bf16-autocast ones with the bias fused, on oneDNN; every
-    other case is plain ``F.linear``."""
-    if (x.device.type != "cpu" or weight.dtype != torch.float32 or x.shape[-1] == 0 or not onednn_available()
+    """``F.linear`` with fp32 CPU products on oneDNN; every other case is plain ``F.linear``."""
+    if (x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32
+            or torch.is_autocast_enabled("cpu") or x.shape[-1] == 0 or not onednn_available()
             or torch.compiler.is_compiling()):
-        return F.linear(x, weight, bias)
-    if torch.is_autocast_enabled("cpu"):
-        dtype = torch.get_autocast_dtype("cpu")
-        if dtype != torch.bfloat16 or x.dtype not in (torch.float32, torch.bfloat16):
-            return F.linear(x, weight, bias)
-        with torch.autocast("cpu", enabled=False):  # the casts autocast would make, then the op as it is
-            return _OneDNNLinear.apply(x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype))
-    if x.dtype != torch.float32:
         return F.linear(x, weight, bias)
     return _OneDNNLinear.apply(x, weight, bias)
 

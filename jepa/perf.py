@@ -1,5 +1,4 @@
-"""Speed switches applied to a built model: attention kernels, CPU linear layers, checkpointing, compilation
-(and the host allocator).
+"""Speed switches applied to a built model: attention kernels, CPU linear layers, checkpointing, compilation.
 
 Each one leaves the function the model computes unchanged (up to floating-point
 reordering), which tests check; which ones pay off depends on the device, so
@@ -13,7 +12,6 @@ import torch
 from torch import nn
 from torch.distributed._composable import checkpoint
 
-from jepa.allocator import keep_freed_memory
 from jepa.config import PerfConfig
 from jepa.models.predictor import SharedContextPredictor
 from jepa.onednn_linear import use_onednn_linear
@@ -91,10 +89,7 @@ def skip_coalescing_analysis() -> None:
 
 
 def apply_perf(model: nn.Module, perf: PerfConfig, device: torch.device, autocast_dtype: torch.dtype | None) -> None:
-    """Apply the model-side switches of ``perf`` (the optimizer's is read by ``build_optimizer``), and the
-    process's allocator setting."""
-    if perf.keep_freed_memory:
-        keep_freed_memory()
+    """Apply the model-side switches of ``perf`` (the optimizer's is read by ``build_optimizer``)."""
     set_fused_attention(model, fused_attention_for(perf.attention, device, autocast_dtype, input_tokens(model)))
     if device.type == "cuda":
         torch.backends.cuda.enable_cudnn_sdp(perf.cudnn_attention)
