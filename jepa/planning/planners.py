@@ -261,8 +261,12 @@ class PlanningAgent:
         horizon = min(planner.horizon, max(remaining, 1))
         rollout, cost = self.objective(planner, start, horizon)
         init = self.previous[self.replan_every:][: planner.horizon] if self.previous is not None else None
-        still = torch.zeros(1, planner.horizon, planner.action_dim, device=planner.low.device)
-        return planner.plan(rollout, cost, init=init), lambda: cost(rollout(still.clamp(planner.low, planner.high)))[0]
+
+        def still() -> torch.Tensor:
+            zeros = torch.zeros(1, planner.horizon, planner.action_dim, device=planner.low.device)
+            return cost(rollout(zeros.clamp(planner.low, planner.high)))[0]
+
+        return planner.plan(rollout, cost, init=init), still
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor) -> torch.Tensor:
