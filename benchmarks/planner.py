@@ -82,10 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     model, cfg = load_world_model(args.checkpoint) if args.checkpoint else random_world_model(args.config)
     results = []
     for horizon in args.horizons:
-        # the run's energy (its blur sizes) at the reference budget: per-step actions, one call per step
+        # the run's energy (its blur sizes) at the reference budget: per-step actions, one call per step, one
+        # planner (the look further when stuck is a second call, made only where the first finds no progress)
         p = dataclasses.replace(cfg.planner, samples=args.samples, iterations=args.iterations,
                                 elites=max(2, args.samples // 10), horizon=horizon, replan_every=1, repeat=1,
-                                cost="final", until_episode_end=False)
+                                cost="final", until_episode_end=False, stuck_horizon=0)
         for name, factory in (("learned", lambda: learned_agent(model, p)), ("oracle", lambda: oracle_agent(p))):
             seconds, cpu = time_calls(factory, args.calls)
             results.append({"model": name, "samples": p.samples, "iterations": p.iterations, "horizon": horizon,

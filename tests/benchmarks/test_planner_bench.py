@@ -22,3 +22,10 @@ def test_smoke_report(capsys: pytest.CaptureFixture[str]) -> None:
     assert {r["model"] for r in report["results"]} == {"learned", "oracle"}
     assert all(r["seconds_per_step"] > 0 and r["horizon"] == 10 for r in report["results"])
     assert all(0 < r["cpu_seconds_per_step"] for r in report["results"]) and len(report["load_average"]) == 3
+
+
+def test_reference_horizon_with_the_recipe_config(capsys: pytest.CaptureFixture[str]) -> None:
+    """Horizon 90 equals the recipe's stuck horizon: the benchmark times the one planner, not an error."""
+    assert main(["--samples", "4", "--iterations", "1", "--horizons", "90", "--calls", "1"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert all(r["horizon"] == 90 and r["seconds_per_step"] > 0 for r in report["results"])

@@ -77,3 +77,8 @@ def test_oracle_planner_at_recipe_budget_solves_95_percent():
     p = load_plan_config(Path(__file__).resolve().parents[2] / "configs" / "plan" / "two_rooms.yaml").planner
     results = [play(oracle_agent(p), e)["success"] for e in tr.load_episodes()]
     assert sum(results) >= 19, results
+
+
+def test_a_stuck_horizon_not_beyond_the_horizon_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"stuck_horizon \(90\) must exceed planner.horizon \(90\)"):
+        oracle_agent(PlannerConfig(horizon=90, stuck_horizon=90))
