@@ -255,10 +255,11 @@ class PlanningAgent:
         return (lambda a: self.model.rollout(start, a)), cost
 
     def plan_with(self, planner: Planner, start: torch.Tensor,
-                  remaining: int) -> tuple[Plan, Callable[[], torch.Tensor]]:
-        """``planner``'s plan from ``start``, warm-started from the rest of the previous plan, and a function
-        giving the energy of standing still (zero actions, clamped to the bounds) under the same objective."""
-        horizon = min(planner.horizon, max(remaining, 1))
+                  remaining: int | None) -> tuple[Plan, Callable[[], torch.Tensor]]:
+        """``planner``'s plan from ``start`` (up to ``remaining`` steps, None: no episode end), warm-started
+        from the rest of the previous plan, and a function giving the energy of standing still (zero actions,
+        clamped to the bounds) under the same objective."""
+        horizon = planner.horizon if remaining is None else min(planner.horizon, max(remaining, 1))
         rollout, cost = self.objective(planner, start, horizon)
         init = self.previous[self.replan_every:][: planner.horizon] if self.previous is not None else None
 
@@ -275,12 +276,12 @@ class PlanningAgent:
         if not self.queue:
             start_time = time.perf_counter()
             start = self.model.encode(obs.unsqueeze(0))
-            remaining = self.planner.horizon if self.episode_steps is None else self.episode_steps - self.steps
+            remaining = None if self.episode_steps is None else self.episode_steps - self.steps
             if self.further is not None and self.steps < self.further_until:
                 plan, _ = self.plan_with(self.further, start, remaining)
             else:
                 plan, still = self.plan_with(self.planner, start, remaining)
-                if (self.further is not None and remaining > self.planner.horizon
+                if (self.further is not None and (remaining is None or remaining > self.planner.horizon)
                         and bool(plan.cost > (1 - self.stuck_margin) * still())):
                     plan, _ = self.plan_with(self.further, start, remaining)
                     self.escalations += 1

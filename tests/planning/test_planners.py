@@ -155,7 +155,8 @@ def test_agent_rejects_a_stuck_planner_that_does_not_look_further():
                       stuck_margin=1.0)
 
 
-def test_stuck_agent_plans_at_the_longer_horizon_for_as_long_as_that_plan_spans():
+@pytest.mark.parametrize("episode_steps", [30, None])
+def test_stuck_agent_plans_at_the_longer_horizon_for_as_long_as_that_plan_spans(episode_steps):
     """An energy that is flat (1) until x > 4 and 0 beyond: with actions bounded by 1, no 3-step plan gets
     there, so every short plan ties with standing still; the agent switches to the 6-step planner, keeps it
     for the 6 steps its plan spans, and is back on the short planner (and not stuck) once past x = 4."""
@@ -166,12 +167,12 @@ def test_stuck_agent_plans_at_the_longer_horizon_for_as_long_as_that_plan_spans(
         return (pred[:, -1, 0] <= 4.0).float()
 
     short, longer = make(CEM, horizon=3, iterations=1), make(CEM, horizon=6, iterations=3, init_std=3.0)
-    agent = PlanningAgent(model, short, cost, replan_every=3, further=longer, episode_steps=30)
+    agent = PlanningAgent(model, short, cost, replan_every=3, further=longer, episode_steps=episode_steps)
     agent.reset(torch.zeros(2))
     state = torch.zeros(2)
     for _ in range(12):
         state = state + agent.act(state)
-    assert agent.escalations == 1 and state[0] > 4
+    assert agent.escalations == 1 and state[0] > 4  # also without an episode end (the longer plan is not cut)
     # step 0: the short plan (1 iteration), standing still, then the longer plan (3 iterations); step 3:
     # the longer plan alone (still within its 6 steps); steps 6 and 9: the short plan and standing still,
     # not stuck any more
