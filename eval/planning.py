@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from jepa.allocator import keep_freed_memory
-from jepa.config import PlannerConfig
+from jepa.config import PlannerConfig, validate_planner
 from jepa.planning.envs import two_rooms as tr
 from jepa.planning.oracle import OracleWorldModel
 from jepa.planning.planners import (
@@ -98,9 +98,7 @@ def evaluate_agent(make_agent: Callable[[], PlanningAgent], episodes: list[tr.Ep
 def planning_agent(model: WorldModel, cost: StateCost, p: PlannerConfig) -> PlanningAgent:
     """An agent with ``p``'s planner, replanning interval, episode countdown and longer look when stuck;
     final-state costs ask the model for the last state only."""
-    if p.stuck_horizon and p.stuck_horizon <= p.horizon:
-        raise ValueError(f"planner.stuck_horizon ({p.stuck_horizon}) must exceed planner.horizon ({p.horizon}), "
-                         "or be 0 (never look further)")
+    validate_planner(p)
     further = build_planner(dataclasses.replace(p, horizon=p.stuck_horizon)) if p.stuck_horizon else None
     return PlanningAgent(model, build_planner(p), cost, replan_every=p.replan_every,
                          episode_steps=tr.MAX_STEPS if p.until_episode_end else None, final_only=p.cost == "final",

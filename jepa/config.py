@@ -318,18 +318,32 @@ def load_plan_config(path: str | Path | None = None, overrides: list[str] | tupl
         (0 <= cfg.collect.held_fraction <= 1 and cfg.collect.hold >= 1, "collect: held_fraction in [0, 1], hold >= 1"),
         (cfg.collect.steps >= w.frameskip * w.window, "collect.steps must cover frameskip x window steps"),
         (w.frameskip >= 1 and w.window >= 2 and w.ensemble >= 1, "world_model: frameskip >= 1, window >= 2, ensemble >= 1"),
-        (1 <= p.replan_every <= p.horizon, "planner.replan_every must be in [1, horizon]"),
-        (p.stuck_horizon == 0 or p.stuck_horizon > p.horizon, "planner.stuck_horizon must be 0 or > horizon"),
-        (0 <= p.stuck_margin < 1, "planner.stuck_margin must be in [0, 1)"),
         (p.disagreement == 0 or w.ensemble > 1, "planner.disagreement needs world_model.ensemble > 1"),
-        (bool(p.blur) and all(b >= 1 and b % 2 for b in p.blur), "planner.blur sizes must be odd and >= 1"),
         (w.change_weight >= 0 and w.drift_weight >= 0, "world_model.change_weight and drift_weight must be >= 0"),
         (w.drift_weight == 0 or w.rollout_steps > 0, "world_model.drift_weight needs rollout_steps > 0"),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    validate_planner(p)
     return cfg
+
+
+def validate_planner(p: PlannerConfig) -> None:
+    """The planner's own constraints; also checked where a planner config is edited after loading
+    (``python -m eval.planning --horizon ...`` overrides a run's saved planner)."""
+    checks = [
+        (1 <= p.replan_every <= p.horizon, f"planner.replan_every ({p.replan_every}) must be in [1, planner.horizon "
+                                           f"({p.horizon})]"),
+        (p.stuck_horizon == 0 or p.stuck_horizon > p.horizon,
+         f"planner.stuck_horizon ({p.stuck_horizon}) must exceed planner.horizon ({p.horizon}), or be 0 (never look "
+         "further)"),
+        (0 <= p.stuck_margin < 1, "planner.stuck_margin must be in [0, 1)"),
+        (bool(p.blur) and all(b >= 1 and b % 2 for b in p.blur), "planner.blur sizes must be odd and >= 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
 
 
 def _convert(value: Any, tp: Any, key: str) -> Any:

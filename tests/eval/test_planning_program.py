@@ -105,7 +105,17 @@ def test_plan_config_rejects_unknown_and_inconsistent_keys():
         load_plan_config(None, ["world_model.predictor=cnn"])
     with pytest.raises(ConfigError, match="drift_weight needs"):
         load_plan_config(None, ["world_model.drift_weight=1", "world_model.rollout_steps=0"])
-    with pytest.raises(ConfigError, match="stuck_horizon must be 0 or > horizon"):
+    with pytest.raises(ConfigError, match=r"stuck_horizon \(45\) must exceed planner.horizon \(45\)"):
         load_plan_config(None, ["planner.horizon=45", "planner.stuck_horizon=45"])
     with pytest.raises(ConfigError, match="stuck_margin"):
         load_plan_config(None, ["planner.stuck_horizon=120", "planner.stuck_margin=1.5"])
+
+
+def test_eval_program_checks_planner_overrides(capsys):
+    """Overrides edit a planner config after loading, so the program validates it again: a clear error, no episode
+    played with an inconsistent budget."""
+    assert ep.main(["--oracle-only", "--seed", "0", "--n", "1", "--horizon", "45", "--stuck-horizon", "45"]) == 1
+    assert "planner.stuck_horizon (45) must exceed planner.horizon (45)" in capsys.readouterr().err
+    assert ep.main(["--oracle-only", "--seed", "0", "--n", "1", "--horizon", "16", "--replan-every", "20",
+                    "--stuck-horizon", "0"]) == 1
+    assert "planner.replan_every (20) must be in [1, planner.horizon (16)]" in capsys.readouterr().err
