@@ -121,10 +121,26 @@ def test_change_weighted_l1_matches_its_formula():
     g = torch.Generator().manual_seed(1)
     pred, target, prev = (torch.randn(2, 3, 5, 4, generator=g) for _ in range(3))
     assert torch.allclose(change_weighted_l1(pred, target, prev, 0.0), (pred - target).abs().mean())
-    change = (target - prev).abs().sum(-1)  # [2, 3, 5]
+    change = torch.maximum((target - prev).abs().sum(-1), (pred - prev).abs().sum(-1))  # [2, 3, 5]
     weight = 1 + 10 * change / change.mean(-1, keepdim=True)
     expected = ((pred - target).abs() * weight.unsqueeze(-1)).mean()
     assert torch.allclose(change_weighted_l1(pred, target, prev, 10.0), expected)
+
+
+def test_change_weighting_counts_an_imagined_move_like_a_real_one():
+    """A blocked step (nothing changes) that the model predicts as a move: the moved token counts 1 + w x N / 1
+    times, as a real move's token would, not once (the weighting by the real change alone let the grid predictor
+    walk through walls, README)."""
+    n, d, e, w = 10, 4, 0.3, 10.0
+    prev = torch.zeros(1, 1, n, d)
+    target = prev.clone()  # blocked: nothing changes
+    pred = prev.clone()
+    pred[0, 0, 3] = e  # the model moves one token
+    loss = change_weighted_l1(pred, target, prev, w)
+    assert torch.allclose(loss, torch.tensor(e * (1 + w * n) / n))  # error e on one token of n, weight 1 + w n
+    moved = prev.clone()
+    moved[0, 0, 3] = e  # the mirror case: the token really moves and the model predicts nothing
+    assert torch.allclose(change_weighted_l1(prev, moved, prev, w), loss)
 
 
 def test_drift_term_is_the_plain_l1_of_the_rollout():
