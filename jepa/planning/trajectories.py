@@ -129,6 +129,7 @@ class ExplorationConfig:
     held_fraction: float = 0.0  # trajectories of uniform random actions each held ``hold`` steps (a planner's kind)
     hold: int = 10
     held_bound: float = 1.75  # per-axis bound of the held actions
+    contact_fraction: float = 0.0  # held runs that start pressed against the inner wall and keep leaning into it
 
 
 def _truncated_normal(rng: np.random.Generator, mean: float, std: float, lo: float, hi: float, n: int) -> np.ndarray:
@@ -199,16 +200,50 @@ def held_actions(episodes: list[tr.Episode], steps: int, rng: np.random.Generato
     return positions, actions
 
 
+def wall_contact_actions(episodes: list[tr.Episode], steps: int, rng: np.random.Generator, hold: int,
+                         bound: float, lean: float = 0.75) -> tuple[np.ndarray, np.ndarray]:
+    """Held-action runs (as :func:`held_actions`) that start touching the inner wall at a random height, each
+    knot's x pointing into the wall with probability ``lean``.
+
+    Touching a wall, any move with a component into it is stopped whole: the dot does not slide. Random
+    walks rarely press against the wall, so a model trained on them imagines slides and leaks there, and a
+    planner finds exactly those plans (README). These runs show the contact physics many times over."""
+    n = len(episodes)
+    wall_x = torch.tensor([float(e.layout.wall_x) for e in episodes], dtype=torch.float64)
+    door_y = torch.tensor([float(e.layout.door_y) for e in episodes], dtype=torch.float64)
+    side = np.array([tr.room_of(e.start[0], e.layout) for e in episodes], dtype=np.float64)
+    gap = rng.uniform(0.0, 1.0, n)
+    start = np.stack([wall_x.numpy() + side * (tr.WALL_HALF_WIDTH + gap), rng.uniform(tr.FREE_LO, tr.FREE_HI, n)], axis=1)
+    positions = np.empty((n, steps + 1, 2))
+    actions = np.empty((n, steps, 2), dtype=np.float32)
+    positions[:, 0] = start
+    pos = torch.from_numpy(start)
+    for t in range(steps):
+        if t % hold == 0:
+            knot = rng.uniform(-bound, bound, size=(n, 2))
+            into = np.sign(wall_x.numpy() - pos[:, 0].numpy())  # the wall's direction from where the dot is now
+            lean_in = rng.random(n) < lean
+            knot[:, 0] = np.where(lean_in, into * np.abs(knot[:, 0]), -into * np.abs(knot[:, 0]))
+        actions[:, t] = knot
+        pos = tr.move(pos, torch.from_numpy(actions[:, t]).double(), wall_x, door_y)
+        positions[:, t + 1] = pos.numpy()
+    return positions, actions
+
+
 def exploration_batch(rng: np.random.Generator, num: int, steps: int,
                       cfg: ExplorationConfig = ExplorationConfig()) -> list[Trajectory]:
     """``num`` random layouts and starts, explored for ``steps`` actions, rendered to frames (state = positions)."""
     episodes = [tr.draw_episode(rng) for _ in range(num)]
     positions, actions = explore(episodes, steps, rng, rng.random(num) < cfg.door_fraction, cfg)
-    if cfg.held_fraction > 0:
-        held = np.flatnonzero(rng.random(num) < cfg.held_fraction)
-        if len(held):
-            positions[held], actions[held] = held_actions([episodes[i] for i in held], steps, rng, cfg.hold,
-                                                          cfg.held_bound)
+    kind = rng.random(num) if cfg.held_fraction > 0 or cfg.contact_fraction > 0 else np.ones(num)
+    held = np.flatnonzero(kind < cfg.held_fraction)
+    if len(held):
+        positions[held], actions[held] = held_actions([episodes[i] for i in held], steps, rng, cfg.hold,
+                                                      cfg.held_bound)
+    contact = np.flatnonzero((kind >= cfg.held_fraction) & (kind < cfg.held_fraction + cfg.contact_fraction))
+    if len(contact):
+        positions[contact], actions[contact] = wall_contact_actions([episodes[i] for i in contact], steps, rng,
+                                                                    cfg.hold, cfg.held_bound)
     out = []
     for e, p, a in zip(episodes, positions, actions):
         k = len(p)

@@ -109,6 +109,8 @@ def test_plan_config_rejects_unknown_and_inconsistent_keys():
         load_plan_config(None, ["planner.horizon=45", "planner.stuck_horizon=45"])
     with pytest.raises(ConfigError, match="stuck_margin"):
         load_plan_config(None, ["planner.stuck_horizon=120", "planner.stuck_margin=1.5"])
+    with pytest.raises(ConfigError, match=r"contact_fraction \(0.6\) must be in \[0, 1 - held_fraction \(0.5\)\]"):
+        load_plan_config(None, ["collect.held_fraction=0.5", "collect.contact_fraction=0.6"])
 
 
 def test_eval_program_checks_planner_overrides(capsys):

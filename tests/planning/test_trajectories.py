@@ -4,9 +4,11 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from jepa.planning import trajectories as T
 from jepa.planning.envs import two_rooms as tr
+from jepa.planning.oracle import read_state
 
 
 def test_exploration_statistics_and_door_steering():
@@ -41,6 +43,38 @@ def test_held_action_runs_hold_each_action_and_obey_the_walls():
     mixed = T.exploration_batch(np.random.default_rng(3), 40, 20, T.ExplorationConfig(held_fraction=0.5))
     held = [bool((np.abs(t.actions[1:10] - t.actions[:1]) < 1e-7).all()) for t in mixed]
     assert 10 <= sum(held) <= 30  # about half
+
+
+def test_wall_contact_runs_start_touching_the_wall_lean_into_it_and_stay_stuck_there():
+    rng = np.random.default_rng(0)
+    episodes = [tr.draw_episode(rng) for _ in range(60)]
+    positions, actions = T.wall_contact_actions(episodes, 30, rng, hold=10, bound=1.75)
+    wall_x = np.array([e.layout.wall_x for e in episodes], dtype=np.float64)
+    gap = np.abs(positions[:, 0, 0] - wall_x) - tr.WALL_HALF_WIDTH
+    assert (gap >= 0).all() and (gap <= 1).all()  # each run starts within 1 px of the wall's face
+    assert all(tr.room_of(p[0, 0], e.layout) == tr.room_of(e.start[0], e.layout) for e, p in zip(episodes, positions))
+    np.testing.assert_array_equal(actions[:, 1:10], actions[:, :1].repeat(9, axis=1))  # held like the planner's
+    into = np.sign(wall_x - positions[:, 0, 0])
+    assert 0.6 < (np.sign(actions[:, 0, 0]) == into).mean() < 0.9  # three in four lean into the wall
+    for e, p, a in zip(episodes, positions, actions):  # the environment's own physics, step by step
+        env = tr.TwoRoomsEnv()
+        env.reset_to(tr.Episode(e.layout, tuple(p[0]), e.goal))
+        for t in range(30):
+            env.step(a[t])
+            np.testing.assert_allclose(env.position.numpy(), p[t + 1], atol=1e-9)
+    touching = (np.abs(np.abs(positions[:, :-1, 0] - wall_x[:, None]) - tr.WALL_HALF_WIDTH) < 1e-6)
+    pushing = touching & (np.sign(actions[..., 0]) == np.sign(wall_x[:, None] - positions[:, :-1, 0]))
+    outside_door = np.abs(positions[:, :-1, 1] - np.array([e.layout.door_y for e in episodes])[:, None]) > 6
+    stuck = np.linalg.norm(np.diff(positions, axis=1), axis=-1) < 1e-6  # the physics backs off 1e-9 of a step
+    assert (pushing & outside_door).sum() > 300  # many steps of pushing against the wall...
+    assert stuck[pushing & outside_door].all()  # ...each stopped whole: the dot does not slide
+    mixed = T.exploration_batch(np.random.default_rng(3), 400, 20,
+                                T.ExplorationConfig(held_fraction=0.25, contact_fraction=0.25))
+    first = torch.from_numpy(np.stack([t.frames[0] for t in mixed])).double() / 255
+    wall = read_state(first)[:, 2].numpy()
+    starts = np.array([t.state[0, 0] for t in mixed])
+    touching_start = np.abs(np.abs(starts - wall) - tr.WALL_HALF_WIDTH) <= 1.01
+    assert 70 <= touching_start.sum() <= 140  # about a quarter (random starts keep 2 px away)
 
 
 def test_shards_round_trip_and_schema(tmp_path):
