@@ -130,8 +130,7 @@ def position_probe(model, *, num: int = 3000, seed: int = 999, ridge: float = 1e
             pass
         points.append(point)
     pos = torch.from_numpy(np.stack(points))
-    wall_x = torch.tensor([float(lay.wall_x) for lay in layouts])
-    door_y = torch.tensor([float(lay.door_y) for lay in layouts])
+    wall_x, door_y = tr.layout_tensors(layouts)
     feats = torch.cat([model.encode(tr.observe(pos[i:i + 500], wall_x[i:i + 500], door_y[i:i + 500]))
                        for i in range(0, num, 500)]).flatten(1).double()
     mean = feats.mean(0)
@@ -158,8 +157,7 @@ def contact_error(model, probe: Callable[[torch.Tensor], torch.Tensor], frameski
     x pointing into the wall."""
     rng = np.random.default_rng(seed)
     episodes = [tr.draw_episode(rng) for _ in range(num)]
-    wall_x = torch.tensor([float(e.layout.wall_x) for e in episodes], dtype=torch.float64)
-    door_y = torch.tensor([float(e.layout.door_y) for e in episodes], dtype=torch.float64)
+    wall_x, door_y = tr.layout_tensors([e.layout for e in episodes])
     side = torch.tensor([float(tr.room_of(e.start[0], e.layout)) for e in episodes], dtype=torch.float64)
     y = torch.from_numpy(rng.uniform(tr.FREE_LO, tr.FREE_HI, num))
     blocked = (y - door_y).abs() < tr.DOOR_HALF_HEIGHT + 3
@@ -203,13 +201,12 @@ def rollout_error(model, frameskip: int, max_horizon: int, out_dir: Path, *, bou
     data = encode_trajectories(model.encoder, trajs, frameskip)
     feats, actions, pos = data["features"], data["actions"], data["positions"].double()
     probe = position_probe(model)
-    test_f, test_a, test_p = feats, actions, pos
-    start = test_f[:, :1].float()
-    preds = torch.stack([p.rollout(start, test_a) for p in model.predictors]).mean(0)  # [B, H, N, D]
-    latent = (preds - test_f[:, 1:]).abs().mean(dim=(0, 2, 3))
-    pos_err = (probe(preds) - test_p[:, 1:]).norm(dim=-1).mean(0)
-    floor = (probe(test_f[:, 1:]) - test_p[:, 1:]).norm(dim=-1).mean(0)
-    copy = (test_f[:, :1] - test_f[:, 1:]).abs().mean(dim=(0, 2, 3))  # predicting "nothing moves"
+    start = feats[:, :1].float()
+    preds = torch.stack([p.rollout(start, actions) for p in model.predictors]).mean(0)  # [B, H, N, D]
+    latent = (preds - feats[:, 1:]).abs().mean(dim=(0, 2, 3))
+    pos_err = (probe(preds) - pos[:, 1:]).norm(dim=-1).mean(0)
+    floor = (probe(feats[:, 1:]) - pos[:, 1:]).norm(dim=-1).mean(0)
+    copy = (feats[:, :1] - feats[:, 1:]).abs().mean(dim=(0, 2, 3))  # predicting "nothing moves"
     result = {"horizon": list(range(1, max_horizon + 1)), "env_steps_per_horizon": frameskip,
               "latent_l1": [round(float(v), 4) for v in latent],
               "latent_l1_copy_last": [round(float(v), 4) for v in copy],

@@ -149,8 +149,7 @@ def explore(episodes: list[tr.Episode], steps: int, rng: np.random.Generator, st
     ``steer`` aim the heading (with the same noise) at the door, through it, then wander in the other room.
     """
     n = len(episodes)
-    wall_x = torch.tensor([float(e.layout.wall_x) for e in episodes], dtype=torch.float64)
-    door_y = torch.tensor([float(e.layout.door_y) for e in episodes], dtype=torch.float64)
+    wall_x, door_y = tr.layout_tensors([e.layout for e in episodes])
     pos = np.array([e.start for e in episodes], dtype=np.float64)
     side = np.array([tr.room_of(e.start[0], e.layout) for e in episodes], dtype=np.float64)
     waypoints = np.stack([
@@ -187,8 +186,7 @@ def held_actions(episodes: list[tr.Episode], steps: int, rng: np.random.Generato
     [-bound, bound]^2, each held ``hold`` steps: what a sampling planner with held actions tries, including
     long pushes along walls, which the heading walk of :func:`explore` rarely makes."""
     n = len(episodes)
-    wall_x = torch.tensor([float(e.layout.wall_x) for e in episodes], dtype=torch.float64)
-    door_y = torch.tensor([float(e.layout.door_y) for e in episodes], dtype=torch.float64)
+    wall_x, door_y = tr.layout_tensors([e.layout for e in episodes])
     knots = rng.uniform(-bound, bound, size=(n, -(-steps // hold), 2))
     actions = np.repeat(knots, hold, axis=1)[:, :steps].astype(np.float32)
     positions = np.empty((n, steps + 1, 2))
@@ -209,8 +207,7 @@ def wall_contact_actions(episodes: list[tr.Episode], steps: int, rng: np.random.
     walks rarely press against the wall, so a model trained on them imagines slides and leaks there, and a
     planner finds exactly those plans (README). These runs show the contact physics many times over."""
     n = len(episodes)
-    wall_x = torch.tensor([float(e.layout.wall_x) for e in episodes], dtype=torch.float64)
-    door_y = torch.tensor([float(e.layout.door_y) for e in episodes], dtype=torch.float64)
+    wall_x, door_y = tr.layout_tensors([e.layout for e in episodes])
     side = np.array([tr.room_of(e.start[0], e.layout) for e in episodes], dtype=np.float64)
     gap = rng.uniform(0.0, 1.0, n)
     start = np.stack([wall_x.numpy() + side * (tr.WALL_HALF_WIDTH + gap), rng.uniform(tr.FREE_LO, tr.FREE_HI, n)], axis=1)

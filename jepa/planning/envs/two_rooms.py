@@ -86,6 +86,12 @@ class Episode:
         return Episode(Layout(item["wall_x"], item["door_y"]), tuple(item["start"]), tuple(item["goal"]))
 
 
+def layout_tensors(layouts: Sequence[Layout]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(wall_x, door_y) [B] float64 of a batch of layouts, as :func:`move` and :func:`observe` take them."""
+    return (torch.tensor([float(lay.wall_x) for lay in layouts], dtype=torch.float64),
+            torch.tensor([float(lay.door_y) for lay in layouts], dtype=torch.float64))
+
+
 def room_of(x: float, layout: Layout) -> int:
     """-1 left room, +1 right room, 0 inside the wall's band (the door corridor)."""
     if x <= layout.wall_x - WALL_HALF_WIDTH:
