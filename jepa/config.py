@@ -223,6 +223,7 @@ class CollectConfig:
     door_fraction: float = 1 / 3
     held_fraction: float = 0.0  # trajectories of uniform random actions held ``hold`` steps instead
     contact_fraction: float = 0.0  # held runs that start touching the inner wall and lean into it
+    outer_contact_fraction: float = 0.0  # the same against an outer wall, or a corner with the inner wall
     hold: int = 10
 
 
@@ -320,6 +321,10 @@ def load_plan_config(path: str | Path | None = None, overrides: list[str] | tupl
         (0 <= cfg.collect.contact_fraction <= 1 - cfg.collect.held_fraction,
          f"collect.contact_fraction ({cfg.collect.contact_fraction}) must be in [0, 1 - held_fraction "
          f"({cfg.collect.held_fraction})]: both take their share of the trajectories"),
+        (0 <= cfg.collect.outer_contact_fraction <= 1 - cfg.collect.held_fraction - cfg.collect.contact_fraction,
+         f"collect.outer_contact_fraction ({cfg.collect.outer_contact_fraction}) must be in [0, 1 - held_fraction "
+         f"({cfg.collect.held_fraction}) - contact_fraction ({cfg.collect.contact_fraction})]: each takes its share "
+         f"of the trajectories"),
         (cfg.collect.steps >= w.frameskip * w.window, "collect.steps must cover frameskip x window steps"),
         (w.frameskip >= 1 and w.window >= 2 and w.ensemble >= 1, "world_model: frameskip >= 1, window >= 2, ensemble >= 1"),
         (p.disagreement == 0 or w.ensemble > 1, "planner.disagreement needs world_model.ensemble > 1"),

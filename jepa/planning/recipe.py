@@ -39,7 +39,8 @@ def stage_collect(cfg: PlanConfig, run_dir: Path) -> Path:
     start = time.perf_counter()
     c = cfg.collect
     explore = T.ExplorationConfig(kappa=c.kappa, door_fraction=c.door_fraction, held_fraction=c.held_fraction,
-                                  contact_fraction=c.contact_fraction, hold=c.hold, held_bound=cfg.planner.action_bound)
+                                  contact_fraction=c.contact_fraction, outer_contact_fraction=c.outer_contact_fraction,
+                                  hold=c.hold, held_bound=cfg.planner.action_bound)
     manifest = T.write_exploration(out, num=c.num_trajectories, steps=c.steps, seed=cfg.seed, cfg=explore,
                                    shard_size=c.shard_size, overwrite=True)
     print(f"collect: {manifest['num_samples']} trajectories of {c.steps} steps in {len(manifest['shards'])} shards "

@@ -130,6 +130,7 @@ class ExplorationConfig:
     hold: int = 10
     held_bound: float = 1.75  # per-axis bound of the held actions
     contact_fraction: float = 0.0  # held runs that start pressed against the inner wall and keep leaning into it
+    outer_contact_fraction: float = 0.0  # the same against an outer wall, or a corner with the inner wall
 
 
 def _truncated_normal(rng: np.random.Generator, mean: float, std: float, lo: float, hi: float, n: int) -> np.ndarray:
@@ -198,6 +199,31 @@ def held_actions(episodes: list[tr.Episode], steps: int, rng: np.random.Generato
     return positions, actions
 
 
+def _leaning_runs(episodes: list[tr.Episode], start: np.ndarray, steps: int, rng: np.random.Generator, hold: int,
+                  bound: float, lean: float, inner: np.ndarray, into_y: np.ndarray,
+                  into_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Held-action runs from ``start`` whose knots lean into the walls the dot touches, each with probability
+    ``lean``: the inner wall where ``inner`` (its side taken from where the dot is at each knot), else an outer
+    wall in x where ``into_x`` is +-1, and an outer wall in y where ``into_y`` is +-1 (0: that axis is free)."""
+    n = len(episodes)
+    wall_x, door_y = tr.layout_tensors([e.layout for e in episodes])
+    positions = np.empty((n, steps + 1, 2))
+    actions = np.empty((n, steps, 2), dtype=np.float32)
+    positions[:, 0] = start
+    pos = torch.from_numpy(start)
+    for t in range(steps):
+        if t % hold == 0:
+            knot = rng.uniform(-bound, bound, size=(n, 2))
+            lean_in = rng.random(n) < lean
+            toward = np.stack([np.where(inner, np.sign(wall_x.numpy() - pos[:, 0].numpy()), into_x), into_y], axis=1)
+            magnitude = np.abs(knot) * np.where(lean_in, 1.0, -1.0)[:, None]
+            knot = np.where(toward != 0, toward * magnitude, knot)
+        actions[:, t] = knot
+        pos = tr.move(pos, torch.from_numpy(actions[:, t]).double(), wall_x, door_y)
+        positions[:, t + 1] = pos.numpy()
+    return positions, actions
+
+
 def wall_contact_actions(episodes: list[tr.Episode], steps: int, rng: np.random.Generator, hold: int,
                          bound: float, lean: float = 0.75) -> tuple[np.ndarray, np.ndarray]:
     """Held-action runs (as :func:`held_actions`) that start touching the inner wall at a random height, each
@@ -207,24 +233,34 @@ def wall_contact_actions(episodes: list[tr.Episode], steps: int, rng: np.random.
     walks rarely press against the wall, so a model trained on them imagines slides and leaks there, and a
     planner finds exactly those plans (README). These runs show the contact physics many times over."""
     n = len(episodes)
-    wall_x, door_y = tr.layout_tensors([e.layout for e in episodes])
+    wall_x = np.array([float(e.layout.wall_x) for e in episodes])
     side = np.array([tr.room_of(e.start[0], e.layout) for e in episodes], dtype=np.float64)
     gap = rng.uniform(0.0, 1.0, n)
-    start = np.stack([wall_x.numpy() + side * (tr.WALL_HALF_WIDTH + gap), rng.uniform(tr.FREE_LO, tr.FREE_HI, n)], axis=1)
-    positions = np.empty((n, steps + 1, 2))
-    actions = np.empty((n, steps, 2), dtype=np.float32)
-    positions[:, 0] = start
-    pos = torch.from_numpy(start)
-    for t in range(steps):
-        if t % hold == 0:
-            knot = rng.uniform(-bound, bound, size=(n, 2))
-            into = np.sign(wall_x.numpy() - pos[:, 0].numpy())  # the wall's direction from where the dot is now
-            lean_in = rng.random(n) < lean
-            knot[:, 0] = np.where(lean_in, into * np.abs(knot[:, 0]), -into * np.abs(knot[:, 0]))
-        actions[:, t] = knot
-        pos = tr.move(pos, torch.from_numpy(actions[:, t]).double(), wall_x, door_y)
-        positions[:, t + 1] = pos.numpy()
-    return positions, actions
+    start = np.stack([wall_x + side * (tr.WALL_HALF_WIDTH + gap), rng.uniform(tr.FREE_LO, tr.FREE_HI, n)], axis=1)
+    free = np.zeros(n)
+    return _leaning_runs(episodes, start, steps, rng, hold, bound, lean, np.ones(n, dtype=bool), free, free)
+
+
+def outer_contact_actions(episodes: list[tr.Episode], steps: int, rng: np.random.Generator, hold: int,
+                          bound: float, lean: float = 0.75, corner: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Held-action runs that start touching one of the four outer walls (drawn uniformly) and lean into it, as
+    :func:`wall_contact_actions` does for the inner wall. A share ``corner`` of the runs on the top and bottom
+    walls start in the corner that wall makes with the inner wall and lean into both.
+
+    A planner whose goal is behind the inner wall drives the dot into those corners and along the outer walls
+    (README); the inner-wall runs alone leave the model imagining slides there."""
+    n = len(episodes)
+    which = rng.integers(0, 4, n)  # 0 top, 1 bottom, 2 left, 3 right
+    in_corner = (rng.random(n) < corner) & (which < 2)
+    start = np.array([e.start for e in episodes], dtype=np.float64)
+    wall_x = np.array([float(e.layout.wall_x) for e in episodes])
+    side = np.array([tr.room_of(e.start[0], e.layout) for e in episodes], dtype=np.float64)
+    start[:, 1] = np.select([which == 0, which == 1], [tr.FREE_LO, tr.FREE_HI], start[:, 1])
+    start[:, 0] = np.select([which == 2, which == 3, in_corner],
+                            [tr.FREE_LO, tr.FREE_HI, wall_x + side * tr.WALL_HALF_WIDTH], start[:, 0])
+    into_y = np.select([which == 0, which == 1], [-1.0, 1.0], 0.0)
+    into_x = np.select([which == 2, which == 3], [-1.0, 1.0], 0.0)
+    return _leaning_runs(episodes, start, steps, rng, hold, bound, lean, in_corner, into_y, into_x)
 
 
 def exploration_batch(rng: np.random.Generator, num: int, steps: int,
@@ -232,7 +268,8 @@ def exploration_batch(rng: np.random.Generator, num: int, steps: int,
     """``num`` random layouts and starts, explored for ``steps`` actions, rendered to frames (state = positions)."""
     episodes = [tr.draw_episode(rng) for _ in range(num)]
     positions, actions = explore(episodes, steps, rng, rng.random(num) < cfg.door_fraction, cfg)
-    kind = rng.random(num) if cfg.held_fraction > 0 or cfg.contact_fraction > 0 else np.ones(num)
+    leaning = cfg.contact_fraction + cfg.outer_contact_fraction
+    kind = rng.random(num) if cfg.held_fraction > 0 or leaning > 0 else np.ones(num)
     held = np.flatnonzero(kind < cfg.held_fraction)
     if len(held):
         positions[held], actions[held] = held_actions([episodes[i] for i in held], steps, rng, cfg.hold,
@@ -241,6 +278,11 @@ def exploration_batch(rng: np.random.Generator, num: int, steps: int,
     if len(contact):
         positions[contact], actions[contact] = wall_contact_actions([episodes[i] for i in contact], steps, rng,
                                                                     cfg.hold, cfg.held_bound)
+    lo = cfg.held_fraction + cfg.contact_fraction
+    outer = np.flatnonzero((kind >= lo) & (kind < lo + cfg.outer_contact_fraction))
+    if len(outer):
+        positions[outer], actions[outer] = outer_contact_actions([episodes[i] for i in outer], steps, rng,
+                                                                 cfg.hold, cfg.held_bound)
     out = []
     for e, p, a in zip(episodes, positions, actions):
         k = len(p)

@@ -111,6 +111,10 @@ def test_plan_config_rejects_unknown_and_inconsistent_keys():
         load_plan_config(None, ["planner.stuck_horizon=120", "planner.stuck_margin=1.5"])
     with pytest.raises(ConfigError, match=r"contact_fraction \(0.6\) must be in \[0, 1 - held_fraction \(0.5\)\]"):
         load_plan_config(None, ["collect.held_fraction=0.5", "collect.contact_fraction=0.6"])
+    with pytest.raises(ConfigError, match=r"outer_contact_fraction \(0.3\) must be in \[0, 1 - held_fraction \(0.5\) "
+                                          r"- contact_fraction \(0.25\)\]"):
+        load_plan_config(None, ["collect.held_fraction=0.5", "collect.contact_fraction=0.25",
+                                "collect.outer_contact_fraction=0.3"])
 
 
 def test_eval_program_checks_planner_overrides(capsys):

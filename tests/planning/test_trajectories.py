@@ -77,6 +77,45 @@ def test_wall_contact_runs_start_touching_the_wall_lean_into_it_and_stay_stuck_t
     assert 70 <= touching_start.sum() <= 140  # about a quarter (random starts keep 2 px away)
 
 
+def test_outer_contact_runs_start_on_an_outer_wall_or_inner_corner_lean_into_them_and_stay_stuck():
+    rng = np.random.default_rng(1)
+    episodes = [tr.draw_episode(rng) for _ in range(200)]
+    positions, actions = T.outer_contact_actions(episodes, 30, rng, hold=10, bound=1.75)
+    wall_x = np.array([e.layout.wall_x for e in episodes], dtype=np.float64)
+    x0, y0 = positions[:, 0, 0], positions[:, 0, 1]
+    top, bottom = np.isclose(y0, tr.FREE_LO), np.isclose(y0, tr.FREE_HI)
+    left, right = np.isclose(x0, tr.FREE_LO), np.isclose(x0, tr.FREE_HI)
+    corner = np.isclose(np.abs(x0 - wall_x), tr.WALL_HALF_WIDTH)
+    assert ((top | bottom) ^ (left | right)).all()  # each run starts touching exactly one outer wall
+    assert not (corner & (left | right)).any()
+    for share, expected in ((top, 0.25), (bottom, 0.25), (left, 0.25), (right, 0.25)):
+        assert abs(share.mean() - expected) < 0.08
+    assert 0.3 < corner[top | bottom].mean() < 0.7  # half of the top and bottom runs in the inner wall's corner
+    np.testing.assert_array_equal(actions[:, 1:10], actions[:, :1].repeat(9, axis=1))
+    normal = np.select([top, bottom, left, right], [-actions[:, 0, 1], actions[:, 0, 1], -actions[:, 0, 0],
+                                                     actions[:, 0, 0]])
+    assert 0.65 < (normal > 0).mean() < 0.85  # three in four lean into their outer wall
+    into_inner = np.sign(actions[corner, 0, 0]) == np.sign(wall_x[corner] - x0[corner])
+    assert 0.6 < into_inner.mean() < 0.9  # and the corner runs into the inner wall as well
+    for i in range(0, 200, 7):  # the environment's own physics, step by step
+        env = tr.TwoRoomsEnv()
+        env.reset_to(tr.Episode(episodes[i].layout, tuple(positions[i, 0]), episodes[i].goal))
+        for t in range(30):
+            env.step(actions[i, t])
+            np.testing.assert_allclose(env.position.numpy(), positions[i, t + 1], atol=1e-9)
+    moved = np.linalg.norm(np.diff(positions, axis=1), axis=-1)
+    at_corner = corner[:, None] & np.isclose(np.abs(positions[:, :-1, 0] - wall_x[:, None]), tr.WALL_HALF_WIDTH) & (
+        np.isclose(positions[:, :-1, 1], tr.FREE_LO) | np.isclose(positions[:, :-1, 1], tr.FREE_HI))
+    pushing_both = at_corner & (np.sign(actions[..., 0]) == np.sign(wall_x[:, None] - positions[:, :-1, 0])) & (
+        np.sign(actions[..., 1]) == np.where(positions[:, :-1, 1] < 32, -1, 1))
+    assert pushing_both.sum() > 100 and (moved[pushing_both] < 1e-6).all()  # pressed into the corner: no move
+    mixed = T.exploration_batch(np.random.default_rng(3), 400, 20, T.ExplorationConfig(
+        held_fraction=0.25, contact_fraction=0.25, outer_contact_fraction=0.25))
+    starts = np.array([t.state[0] for t in mixed])
+    on_outer = np.isclose(starts, tr.FREE_LO).any(axis=1) | np.isclose(starts, tr.FREE_HI).any(axis=1)
+    assert 70 <= on_outer.sum() <= 140  # about a quarter (random starts keep 2 px away)
+
+
 def test_shards_round_trip_and_schema(tmp_path):
     manifest = T.write_exploration(tmp_path / "d", num=5, steps=6, seed=1, shard_size=2)
     assert manifest["format"] == T.FORMAT and manifest["num_samples"] == 5 and len(manifest["shards"]) == 3
