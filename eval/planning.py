@@ -144,18 +144,18 @@ def position_probe(model, *, num: int = 3000, seed: int = 999, ridge: float = 1e
     return probe
 
 
-@torch.no_grad()
-def contact_error(model, probe: Callable[[torch.Tensor], torch.Tensor], frameskip: int, bound: float, *,
-                  chunks: int = 3, num: int = 256, seed: int = 4321) -> dict[str, Any]:
-    """How far the model imagines a dot that touches the inner wall to move when pushed into it.
+@dataclasses.dataclass(frozen=True)
+class ContactStates:
+    """Dot positions [B, 2] touching walls, and per axis the direction into the wall touched (0: free)."""
 
-    In two-rooms a move with any component into a wall it touches is stopped whole, so the true answer
-    is "not at all". A model that imagines a slide or a leak through the wall here hands a sampling planner
-    plans that look good and go nowhere; on the learned model's failed episodes that is where the agent
-    ends (README). States: random layouts, the dot touching the wall at a random height at least 3 px
-    from the door; actions: the planner's kind (uniform in the bound, held ``chunks`` predictor steps),
-    x pointing into the wall."""
-    rng = np.random.default_rng(seed)
+    start: torch.Tensor
+    into: torch.Tensor
+    wall_x: torch.Tensor
+    door_y: torch.Tensor
+
+
+def inner_wall_states(rng: np.random.Generator, num: int) -> ContactStates:
+    """The dot touching the inner wall at a random height, at least 3 px from the door."""
     episodes = [tr.draw_episode(rng) for _ in range(num)]
     wall_x, door_y = tr.layout_tensors([e.layout for e in episodes])
     side = torch.tensor([float(tr.room_of(e.start[0], e.layout)) for e in episodes], dtype=torch.float64)
@@ -165,8 +165,48 @@ def contact_error(model, probe: Callable[[torch.Tensor], torch.Tensor], frameski
         y[blocked] = torch.from_numpy(rng.uniform(tr.FREE_LO, tr.FREE_HI, int(blocked.sum())))
         blocked = (y - door_y).abs() < tr.DOOR_HALF_HEIGHT + 3
     start = torch.stack([wall_x + side * tr.WALL_HALF_WIDTH, y], dim=1)
-    knots = torch.from_numpy(rng.uniform(-bound, bound, (num, 2)))
-    knots[:, 0] = -side * knots[:, 0].abs()
+    return ContactStates(start, torch.stack([-side, torch.zeros(num, dtype=torch.float64)], 1), wall_x, door_y)
+
+
+def corner_states(rng: np.random.Generator, num: int) -> ContactStates:
+    """The dot in a corner of the inner wall and the top or bottom wall, where a goal behind the wall traps it."""
+    episodes = [tr.draw_episode(rng) for _ in range(num)]
+    wall_x, door_y = tr.layout_tensors([e.layout for e in episodes])
+    side = torch.tensor([float(tr.room_of(e.start[0], e.layout)) for e in episodes], dtype=torch.float64)
+    up = torch.from_numpy(rng.random(num) < 0.5)
+    start = torch.stack([wall_x + side * tr.WALL_HALF_WIDTH,
+                         torch.where(up, tr.FREE_LO, tr.FREE_HI).double()], dim=1)
+    return ContactStates(start, torch.stack([-side, torch.where(up, -1.0, 1.0).double()], 1), wall_x, door_y)
+
+
+def outer_wall_states(rng: np.random.Generator, num: int) -> ContactStates:
+    """The dot touching one of the four outer walls (drawn uniformly), elsewhere at its episode start."""
+    episodes = [tr.draw_episode(rng) for _ in range(num)]
+    wall_x, door_y = tr.layout_tensors([e.layout for e in episodes])
+    which = torch.from_numpy(rng.integers(0, 4, num))  # 0 top, 1 bottom, 2 left, 3 right
+    start = torch.tensor([e.start for e in episodes], dtype=torch.float64)
+    zero = torch.zeros(num, dtype=torch.float64)
+    start[:, 1] = torch.where(which == 0, tr.FREE_LO, torch.where(which == 1, tr.FREE_HI, start[:, 1]))
+    start[:, 0] = torch.where(which == 2, tr.FREE_LO, torch.where(which == 3, tr.FREE_HI, start[:, 0]))
+    into = torch.stack([torch.where(which == 2, -1.0, torch.where(which == 3, 1.0, zero)),
+                        torch.where(which == 0, -1.0, torch.where(which == 1, 1.0, zero))], dim=1)
+    return ContactStates(start, into, wall_x, door_y)
+
+
+@torch.no_grad()
+def contact_error(model, probe: Callable[[torch.Tensor], torch.Tensor], frameskip: int, bound: float,
+                  states: ContactStates, rng: np.random.Generator, *, chunks: int = 3) -> dict[str, Any]:
+    """How far the model imagines a dot that touches walls to move when pushed into them.
+
+    In two-rooms a move with any component into a wall it touches is stopped whole, so the true answer
+    is "not at all". A model that imagines a slide or a leak through the wall here hands a sampling planner
+    plans that look good and go nowhere; on the learned model's failed episodes that is where the agent
+    ends (README). Actions are the planner's kind (uniform in the bound, held ``chunks`` predictor steps),
+    each component along ``states.into`` pointing into its wall. ``imagined_through_wall``: how often the
+    imagined dot is on the other side of the inner wall from where it is."""
+    start, wall_x, door_y = states.start, states.wall_x, states.door_y
+    knots = torch.from_numpy(rng.uniform(-bound, bound, (len(start), 2)))
+    knots = torch.where(states.into != 0, states.into * knots.abs(), knots)
     steps = chunks * frameskip
     pos, real = start, []
     for t in range(steps):
@@ -178,11 +218,26 @@ def contact_error(model, probe: Callable[[torch.Tensor], torch.Tensor], frameski
     chunked = knots.float().unsqueeze(1).repeat(1, chunks, frameskip)  # [B, chunks, frameskip * 2]
     imagined = probe(torch.stack([p.rollout(feats.unsqueeze(1), chunked) for p in model.predictors]).mean(0))
     floor = (probe(feats) - start).norm(dim=-1).mean()
-    through = torch.sign(imagined[..., 0] - wall_x.unsqueeze(1)) != side.unsqueeze(1)
+    side = torch.sign(start[:, 0] - wall_x).unsqueeze(1)
+    through = torch.sign(imagined[..., 0] - wall_x.unsqueeze(1)) != side
     return {"chunks": list(range(1, chunks + 1)),
             "imagined_move_px": [round(float(v), 2) for v in (imagined - real).norm(dim=-1).mean(0)],
             "imagined_through_wall": [round(float(v), 3) for v in through.double().mean(0)],
             "probe_floor_px": round(float(floor), 2)}
+
+
+CONTACTS = {"wall_contact": inner_wall_states, "corner_contact": corner_states, "outer_contact": outer_wall_states}
+
+
+def contact_errors(model, probe: Callable[[torch.Tensor], torch.Tensor], frameskip: int, bound: float, *,
+                   num: int = 256, seed: int = 4321) -> dict[str, dict[str, Any]]:
+    """:func:`contact_error` touching the inner wall, in its corners with the top and bottom walls, and
+    touching an outer wall: ``num`` states each, each kind from its own seeded draw."""
+    out = {}
+    for i, (name, states) in enumerate(CONTACTS.items()):
+        rng = np.random.default_rng(seed + i)
+        out[name] = contact_error(model, probe, frameskip, bound, states(rng, num), rng)
+    return out
 
 
 @torch.no_grad()
@@ -212,7 +267,7 @@ def rollout_error(model, frameskip: int, max_horizon: int, out_dir: Path, *, bou
               "latent_l1_copy_last": [round(float(v), 4) for v in copy],
               "position_error_px": [round(float(v), 2) for v in pos_err],
               "probe_floor_px": [round(float(v), 2) for v in floor],
-              "wall_contact": contact_error(model, probe, frameskip, bound)}
+              **contact_errors(model, probe, frameskip, bound)}
     (out_dir / "rollout_error.json").write_text(json.dumps(result, indent=1) + "\n")
     plot_rollout_error(result, out_dir / "rollout_error.png")
     return result
@@ -234,10 +289,14 @@ def plot_rollout_error(result: dict[str, Any], png: Path) -> None:
     axes[1].set_title("position error (px)")
     for ax in axes[:2]:
         ax.set_xlabel(f"horizon (predictor steps of {result['env_steps_per_horizon']} env steps)")
-    contact = result["wall_contact"]
-    axes[2].bar(contact["chunks"], contact["imagined_move_px"], label="imagined move (truth: 0)")
-    axes[2].axhline(contact["probe_floor_px"], color="k", ls="--", lw=1, label="probe on true")
-    axes[2].set_title("pushed into the wall it touches (px)")
+    names = [name for name in CONTACTS if name in result]
+    for i, name in enumerate(names):
+        contact = result[name]
+        x = np.array(contact["chunks"]) + (i - (len(names) - 1) / 2) * 0.8 / len(names)
+        axes[2].bar(x, contact["imagined_move_px"], width=0.8 / len(names), label=name.replace("_", " "))
+    axes[2].axhline(max(result[name]["probe_floor_px"] for name in names), color="k", ls="--", lw=1,
+                    label="probe on true")
+    axes[2].set_title("imagined move pushed into walls (px, truth 0)")
     axes[2].set_xlabel("predictor steps")
     for ax in axes:
         ax.grid(alpha=0.3)
@@ -267,7 +326,7 @@ def evaluate_run(run_dir: str | Path | None, *, episodes_file: str | None = None
         curve = rollout_error(model, cfg.world_model.frameskip, cfg.eval.max_horizon, out, bound=p.action_bound)
         summary.update(learned)
         summary["ensemble"] = len(model.predictors)
-        summary["rollout_error"] = {k: curve[k] for k in ("position_error_px", "latent_l1", "wall_contact")}
+        summary["rollout_error"] = {k: curve[k] for k in ("position_error_px", "latent_l1", *CONTACTS)}
     else:
         p = planner or PlannerConfig()
         out = Path(out_dir or "runs/eval-oracle")
