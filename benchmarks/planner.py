@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         args.samples, args.iterations, args.horizons, args.calls = 16, 2, [10], 1
     torch.set_num_threads(args.threads)
     keep_freed_memory()
+    torch.set_flush_denormal(True)  # as the recipe and eval.planning do
     from eval.planning import learned_agent, oracle_agent
 
     model, cfg = load_world_model(args.checkpoint) if args.checkpoint else random_world_model(args.config)

@@ -363,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --checkpoint RUN, or --oracle-only")
     torch.set_num_threads(args.threads)
     keep_freed_memory()
+    torch.set_flush_denormal(True)  # as the recipe does (jepa.planning.recipe)
     overrides = [f"{f.name}={getattr(args, 'planner_' + f.name)}" for f in dataclasses.fields(PlannerConfig)
                  if getattr(args, "planner_" + f.name) is not None]
     planner = None
