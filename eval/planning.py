@@ -54,7 +54,8 @@ def budget(p: PlannerConfig) -> dict[str, Any]:
             "horizon": p.horizon, "replan_every": p.replan_every, "repeat": p.repeat,
             "steps": tr.MAX_STEPS, "cost": p.cost, "until_episode_end": p.until_episode_end,
             "init_std": p.init_std, "action_bound": p.action_bound, "disagreement": p.disagreement,
-            "blur": list(p.blur), "stuck_horizon": p.stuck_horizon, "stuck_margin": p.stuck_margin}
+            "blur": list(p.blur), "stuck_horizon": p.stuck_horizon, "stuck_margin": p.stuck_margin,
+            "check_progress": p.check_progress}
 
 
 def play(agent: PlanningAgent, episode: tr.Episode, *, record: bool = False) -> dict[str, Any]:
@@ -102,7 +103,7 @@ def planning_agent(model: WorldModel, cost: StateCost, p: PlannerConfig) -> Plan
     further = build_planner(dataclasses.replace(p, horizon=p.stuck_horizon)) if p.stuck_horizon else None
     return PlanningAgent(model, build_planner(p), cost, replan_every=p.replan_every,
                          episode_steps=tr.MAX_STEPS if p.until_episode_end else None, final_only=p.cost == "final",
-                         further=further, stuck_margin=p.stuck_margin)
+                         further=further, stuck_margin=p.stuck_margin, check_progress=p.check_progress)
 
 
 def oracle_agent(p: PlannerConfig) -> PlanningAgent:

@@ -282,6 +282,9 @@ class PlannerConfig:
     # the goal with the door further than ``horizon`` steps is such a place
     stuck_horizon: int = 0
     stuck_margin: float = 0.05
+    # also look further where the last executed plan did not keep its promise: it was to end ``stuck_margin``
+    # below standing still, yet the real state's energy of standing still has not fallen by that margin
+    check_progress: bool = False
     seed: int = 0
 
 
@@ -348,6 +351,7 @@ def validate_planner(p: PlannerConfig) -> None:
          f"planner.stuck_horizon ({p.stuck_horizon}) must exceed planner.horizon ({p.horizon}), or be 0 (never look "
          "further)"),
         (0 <= p.stuck_margin < 1, "planner.stuck_margin must be in [0, 1)"),
+        (not p.check_progress or p.stuck_horizon > 0, "planner.check_progress needs planner.stuck_horizon > 0"),
         (bool(p.blur) and all(b >= 1 and b % 2 for b in p.blur), "planner.blur sizes must be odd and >= 1"),
     ]
     for ok, message in checks:

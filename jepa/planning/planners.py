@@ -211,11 +211,17 @@ class PlanningAgent:
     agent plans again with ``further``, and keeps planning with it for as many steps as that plan spans
     (``escalations`` counts how often it got stuck): a replan at the short horizon halfway along the
     detour would head back to the wall.
+
+    With ``check_progress`` the agent also looks further where the model's last plan did not keep its
+    promise: that plan was to end ``stuck_margin`` below standing still, yet after its executed steps the
+    real state's energy of standing still has not fallen by that margin. A model that imagines the dot
+    sliding along a wall it is pushed into (README) rates such plans well below standing still at every
+    call, so the first test never fires; what really happened is the one thing the model cannot imagine.
     """
 
     def __init__(self, model: WorldModel, planner: Planner, cost: StateCost, *, replan_every: int = 1,
                  episode_steps: int | None = None, final_only: bool = False, further: Planner | None = None,
-                 stuck_margin: float = 0.05) -> None:
+                 stuck_margin: float = 0.05, check_progress: bool = False) -> None:
         if not 1 <= replan_every <= planner.horizon:
             raise ValueError(f"replan_every must be in [1, horizon={planner.horizon}], got {replan_every}")
         if episode_steps is not None and episode_steps < 1:
@@ -224,15 +230,18 @@ class PlanningAgent:
             raise ValueError(f"the stuck planner's horizon ({further.horizon}) must exceed {planner.horizon}")
         if not 0 <= stuck_margin < 1:
             raise ValueError(f"stuck_margin must be in [0, 1), got {stuck_margin}")
+        if check_progress and further is None:
+            raise ValueError("check_progress needs a planner to look further with (further=)")
         self.model, self.planner, self.cost, self.replan_every = model, planner, cost, replan_every
         self.episode_steps, self.final_only = episode_steps, final_only
-        self.further, self.stuck_margin = further, stuck_margin
+        self.further, self.stuck_margin, self.check_progress = further, stuck_margin, check_progress
         self.steps = 0
         self.goal: torch.Tensor | None = None
         self.queue: list[torch.Tensor] = []
         self.previous: torch.Tensor | None = None
         self.plan_seconds: list[float] = []
         self.escalations, self.further_until = 0, 0
+        self.promised: float | None = None  # standing still's energy when the executing plan was chosen
 
     @torch.no_grad()
     def reset(self, goal_obs: torch.Tensor) -> None:
@@ -240,6 +249,7 @@ class PlanningAgent:
         self.goal = self.model.encode(goal_obs.unsqueeze(0))
         self.queue, self.previous, self.plan_seconds, self.steps = [], None, [], 0
         self.escalations, self.further_until = 0, 0
+        self.promised = None
 
     def objective(self, planner: Planner, start: torch.Tensor, horizon: int) -> tuple[Rollout, Cost]:
         """The rollout and energy one planning call optimises, up to ``horizon`` steps (the episode's end)."""
@@ -279,13 +289,18 @@ class PlanningAgent:
             remaining = None if self.episode_steps is None else self.episode_steps - self.steps
             if self.further is not None and self.steps < self.further_until:
                 plan, _ = self.plan_with(self.further, start, remaining)
+                self.promised = None
             else:
                 plan, still = self.plan_with(self.planner, start, remaining)
-                if (self.further is not None and (remaining is None or remaining > self.planner.horizon)
-                        and bool(plan.cost > (1 - self.stuck_margin) * still())):
-                    plan, _ = self.plan_with(self.further, start, remaining)
-                    self.escalations += 1
-                    self.further_until = self.steps + self.further.horizon
+                if self.further is not None and (remaining is None or remaining > self.planner.horizon):
+                    standing = float(still())
+                    broken = self.promised is not None and standing > (1 - self.stuck_margin) * self.promised
+                    self.promised = standing if self.check_progress else None
+                    if float(plan.cost) > (1 - self.stuck_margin) * standing or broken:
+                        plan, _ = self.plan_with(self.further, start, remaining)
+                        self.escalations += 1
+                        self.further_until = self.steps + self.further.horizon
+                        self.promised = None
             actions = plan.actions.cpu()
             self.plan_seconds.append(time.perf_counter() - start_time)
             self.previous = actions

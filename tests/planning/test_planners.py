@@ -155,6 +155,34 @@ def test_agent_rejects_a_stuck_planner_that_does_not_look_further():
                       stuck_margin=1.0)
 
 
+@pytest.mark.parametrize("check_progress", [False, True])
+def test_agent_with_progress_check_looks_further_where_the_plan_did_not_deliver(check_progress):
+    """The model imagines free motion towards the goal at x = 5; reality stops the state at a wall at x = 1.
+    Every short plan promises to end far below standing still, so only the progress check can notice: the
+    first segment gets from 0 to 1 (energy 5 -> 4, kept), the second nowhere (4 -> 4, broken), so at the
+    third call the agent plans at the longer horizon and keeps that plan for the 6 steps it spans."""
+    model, seen = CountingModel(), []
+
+    def cost(pred, goal):
+        seen.append(pred.shape[1])
+        return (pred[:, -1, 0] - 5.0).abs()
+
+    short, longer = make(CEM, horizon=3, iterations=1), make(CEM, horizon=6, iterations=1)
+    agent = PlanningAgent(model, short, cost, replan_every=3, further=longer, check_progress=check_progress)
+    agent.reset(torch.zeros(2))
+    state = torch.zeros(2)
+    for _ in range(12):
+        state = state + agent.act(state)
+        state[0] = state[0].clamp(max=1.0)
+    assert state[0] == 1.0
+    if check_progress:
+        assert agent.escalations == 1 and seen == [3, 3, 3, 3, 3, 3, 6, 6]
+    else:
+        assert agent.escalations == 0 and seen == [3, 3] * 4
+    with pytest.raises(ValueError, match="check_progress needs"):
+        PlanningAgent(model, short, cost, check_progress=True)
+
+
 @pytest.mark.parametrize("episode_steps", [30, None])
 def test_stuck_agent_plans_at_the_longer_horizon_for_as_long_as_that_plan_spans(episode_steps):
     """An energy that is flat (1) until x > 4 and 0 beyond: with actions bounded by 1, no 3-step plan gets
