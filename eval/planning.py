@@ -155,11 +155,17 @@ class ContactStates:
     door_y: torch.Tensor
 
 
-def inner_wall_states(rng: np.random.Generator, num: int) -> ContactStates:
-    """The dot touching the inner wall at a random height, at least 3 px from the door."""
+def _drawn_episodes(rng: np.random.Generator, num: int) -> tuple[torch.Tensor, ...]:
+    """Starts [num, 2], wall x, door y and room side (-1 left, +1 right) of ``num`` drawn episodes."""
     episodes = [tr.draw_episode(rng) for _ in range(num)]
     wall_x, door_y = tr.layout_tensors([e.layout for e in episodes])
     side = torch.tensor([float(tr.room_of(e.start[0], e.layout)) for e in episodes], dtype=torch.float64)
+    return torch.tensor([e.start for e in episodes], dtype=torch.float64), wall_x, door_y, side
+
+
+def inner_wall_states(rng: np.random.Generator, num: int) -> ContactStates:
+    """The dot touching the inner wall at a random height, at least 3 px from the door."""
+    _, wall_x, door_y, side = _drawn_episodes(rng, num)
     y = torch.from_numpy(rng.uniform(tr.FREE_LO, tr.FREE_HI, num))
     blocked = (y - door_y).abs() < tr.DOOR_HALF_HEIGHT + 3
     while blocked.any():
@@ -171,9 +177,7 @@ def inner_wall_states(rng: np.random.Generator, num: int) -> ContactStates:
 
 def corner_states(rng: np.random.Generator, num: int) -> ContactStates:
     """The dot in a corner of the inner wall and the top or bottom wall, where a goal behind the wall traps it."""
-    episodes = [tr.draw_episode(rng) for _ in range(num)]
-    wall_x, door_y = tr.layout_tensors([e.layout for e in episodes])
-    side = torch.tensor([float(tr.room_of(e.start[0], e.layout)) for e in episodes], dtype=torch.float64)
+    _, wall_x, door_y, side = _drawn_episodes(rng, num)
     up = torch.from_numpy(rng.random(num) < 0.5)
     start = torch.stack([wall_x + side * tr.WALL_HALF_WIDTH,
                          torch.where(up, tr.FREE_LO, tr.FREE_HI).double()], dim=1)
@@ -182,10 +186,8 @@ def corner_states(rng: np.random.Generator, num: int) -> ContactStates:
 
 def outer_wall_states(rng: np.random.Generator, num: int) -> ContactStates:
     """The dot touching one of the four outer walls (drawn uniformly), elsewhere at its episode start."""
-    episodes = [tr.draw_episode(rng) for _ in range(num)]
-    wall_x, door_y = tr.layout_tensors([e.layout for e in episodes])
+    start, wall_x, door_y, _ = _drawn_episodes(rng, num)
     which = torch.from_numpy(rng.integers(0, 4, num))  # 0 top, 1 bottom, 2 left, 3 right
-    start = torch.tensor([e.start for e in episodes], dtype=torch.float64)
     zero = torch.zeros(num, dtype=torch.float64)
     start[:, 1] = torch.where(which == 0, tr.FREE_LO, torch.where(which == 1, tr.FREE_HI, start[:, 1]))
     start[:, 0] = torch.where(which == 2, tr.FREE_LO, torch.where(which == 3, tr.FREE_HI, start[:, 0]))
