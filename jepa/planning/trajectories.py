@@ -233,7 +233,7 @@ def wall_contact_actions(episodes: list[tr.Episode], steps: int, rng: np.random.
     walks rarely press against the wall, so a model trained on them imagines slides and leaks there, and a
     planner finds exactly those plans (README). These runs show the contact physics many times over."""
     n = len(episodes)
-    wall_x = np.array([float(e.layout.wall_x) for e in episodes])
+    wall_x = tr.layout_tensors([e.layout for e in episodes])[0].numpy()
     side = np.array([tr.room_of(e.start[0], e.layout) for e in episodes], dtype=np.float64)
     gap = rng.uniform(0.0, 1.0, n)
     start = np.stack([wall_x + side * (tr.WALL_HALF_WIDTH + gap), rng.uniform(tr.FREE_LO, tr.FREE_HI, n)], axis=1)
@@ -253,7 +253,7 @@ def outer_contact_actions(episodes: list[tr.Episode], steps: int, rng: np.random
     which = rng.integers(0, 4, n)  # 0 top, 1 bottom, 2 left, 3 right
     in_corner = (rng.random(n) < corner) & (which < 2)
     start = np.array([e.start for e in episodes], dtype=np.float64)
-    wall_x = np.array([float(e.layout.wall_x) for e in episodes])
+    wall_x = tr.layout_tensors([e.layout for e in episodes])[0].numpy()
     side = np.array([tr.room_of(e.start[0], e.layout) for e in episodes], dtype=np.float64)
     start[:, 1] = np.select([which == 0, which == 1], [tr.FREE_LO, tr.FREE_HI], start[:, 1])
     start[:, 0] = np.select([which == 2, which == 3, in_corner],
@@ -270,19 +270,14 @@ def exploration_batch(rng: np.random.Generator, num: int, steps: int,
     positions, actions = explore(episodes, steps, rng, rng.random(num) < cfg.door_fraction, cfg)
     leaning = cfg.contact_fraction + cfg.outer_contact_fraction
     kind = rng.random(num) if cfg.held_fraction > 0 or leaning > 0 else np.ones(num)
-    held = np.flatnonzero(kind < cfg.held_fraction)
-    if len(held):
-        positions[held], actions[held] = held_actions([episodes[i] for i in held], steps, rng, cfg.hold,
+    lo = 0.0  # each kind of held run takes the next band of ``kind``, in this order
+    for fraction, runs in ((cfg.held_fraction, held_actions), (cfg.contact_fraction, wall_contact_actions),
+                           (cfg.outer_contact_fraction, outer_contact_actions)):
+        picked = np.flatnonzero((kind >= lo) & (kind < lo + fraction))
+        lo += fraction
+        if len(picked):
+            positions[picked], actions[picked] = runs([episodes[i] for i in picked], steps, rng, cfg.hold,
                                                       cfg.held_bound)
-    contact = np.flatnonzero((kind >= cfg.held_fraction) & (kind < cfg.held_fraction + cfg.contact_fraction))
-    if len(contact):
-        positions[contact], actions[contact] = wall_contact_actions([episodes[i] for i in contact], steps, rng,
-                                                                    cfg.hold, cfg.held_bound)
-    lo = cfg.held_fraction + cfg.contact_fraction
-    outer = np.flatnonzero((kind >= lo) & (kind < lo + cfg.outer_contact_fraction))
-    if len(outer):
-        positions[outer], actions[outer] = outer_contact_actions([episodes[i] for i in outer], steps, rng,
-                                                                 cfg.hold, cfg.held_bound)
     out = []
     for e, p, a in zip(episodes, positions, actions):
         k = len(p)
