@@ -8,6 +8,7 @@ resumable) -> evaluate (planning success with the learned and the oracle model, 
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from jepa.models.ac_predictor import ACPredictor, ac_losses
 from jepa.models.grid_predictor import GridACPredictor
 from jepa.planning import trajectories as T
 from jepa.planning.world_model import FrameEncoder, LatentWorldModel
+from jepa.train import resolve_precision
 
 WORLD_MODEL = "world_model.pt"
 # Layout of world_model.pt. 2: predictors with rotary frame positions and a sliding window (no ``frame_pos``);
@@ -134,6 +136,9 @@ def train_predictors(cfg: PlanConfig, data: dict[str, torch.Tensor], encoder: Fr
         predictors.append(p.train())
         optimizers.append(opt)
     start = int(state["step"]) if state else 0
+    # convolutions and linears in bf16; the residual stream and the losses stay fp32 (the step adds the
+    # predicted change to its fp32 input)
+    dtype = resolve_precision(w.precision, torch.device("cpu"))
     gens = [torch.Generator().manual_seed(cfg.seed * 1000 + m + 7919 * start) for m in range(w.ensemble)]
     log = path.with_name("world_model_metrics.jsonl")
     t0 = time.perf_counter()
@@ -148,7 +153,8 @@ def train_predictors(cfg: PlanConfig, data: dict[str, torch.Tensor], encoder: Fr
             steps = offset.view(-1, 1) + torch.arange(span)
             f = feats[traj.view(-1, 1), steps].float()
             a = actions[traj.view(-1, 1), steps[:, :-1]]
-            terms = ac_losses(p, f, a, w.rollout_steps, w.change_weight, w.drift_weight)
+            with torch.autocast("cpu", dtype=dtype) if dtype else nullcontext():
+                terms = ac_losses(p, f, a, w.rollout_steps, w.change_weight, w.drift_weight)
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             opt.step()

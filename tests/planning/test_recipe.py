@@ -1,8 +1,15 @@
-"""The recipe as an installed command runs it: `jepa plan` from any folder, not only the checkout's root."""
+"""The recipe as an installed command runs from any folder; the world-model stage's compute precision."""
 
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from jepa.config import load_plan_config
+from jepa.planning.recipe import train_predictors
 
 
 def test_evaluate_stage_imports_from_outside_the_checkout(tmp_path):
@@ -11,3 +18,25 @@ def test_evaluate_stage_imports_from_outside_the_checkout(tmp_path):
     done = subprocess.run([sys.executable, "-c", "from eval.planning import evaluate_run; import jepa.planning.recipe"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("precision, expected", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_world_model_precision_sets_the_predictors_compute_dtype(tmp_path, precision, expected):
+    """``world_model.precision`` autocasts the predictor's convolutions; its residual stream stays fp32."""
+    cfg = load_plan_config(None, ["world_model.predictor=grid", "world_model.pool=0", "world_model.window=2",
+                                  "world_model.rollout_steps=1", "world_model.steps=1", "world_model.batch_size=2",
+                                  "world_model.grid.width=4", "world_model.grid.depth=1",
+                                  f"world_model.precision={precision}"])
+    encoder = SimpleNamespace(dim=4, num_tokens=9)
+    data = {"features": torch.randn(3, 4, 9, 4), "actions": torch.randn(3, 3, 2 * cfg.world_model.frameskip)}
+    seen = []
+    hook = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, args, out: seen.append((type(module).__name__, out.dtype)))
+    try:
+        (predictor,) = train_predictors(cfg, data, encoder, tmp_path / "wm.pt", {})
+    finally:
+        hook.remove()
+    assert {dtype for name, dtype in seen if name == "Conv2d"} == {expected}
+    assert all(p.dtype == torch.float32 for p in predictor.parameters())
+    with torch.no_grad():
+        assert predictor(data["features"][:1, :1], data["actions"][:1, :1]).dtype == torch.float32
