@@ -199,9 +199,15 @@ def change_weighted_l1(pred: torch.Tensor, target: torch.Tensor, previous: torch
     alone, such an error counted about 1 / (1 + weight x N / k) as much (k moving tokens of N), and the grid
     predictor imagined the dot through the wall in 55 % of pushes (README).
     """
-    err = token_l1(pred, target)
+    return weighted_token_l1(token_l1(pred, target), token_l1(target, previous), pred, previous, weight)
+
+
+def weighted_token_l1(err: torch.Tensor, real: torch.Tensor, pred: torch.Tensor, previous: torch.Tensor,
+                      weight: float) -> torch.Tensor:
+    """The change-weighted L1 from token errors ``err`` and real changes ``real`` [B, T, N] already computed
+    (the rollout's drift term shares them); pred and previous [B, T, N, D] give the imagined change."""
     if weight:
-        err = err * change_weights(token_l1(target, previous), token_l1(pred.detach(), previous), weight)
+        err = err * change_weights(real, token_l1(pred.detach(), previous), weight)
     return err.mean() / pred.shape[-1]
 
 
@@ -218,26 +224,19 @@ def ac_losses(model: nn.Module, feats: torch.Tensor, actions: torch.Tensor, roll
 
     feats [B, T + 1, N, D] (T + 1 frames), actions [B, T, A]; ``model``: an ACPredictor or GridACPredictor.
     """
-    dim = feats.shape[-1]
-    real = token_l1(feats[:, 1:], feats[:, :-1]) if change_weight else None
-
-    def weighted(pred: torch.Tensor, err: torch.Tensor, steps: int) -> torch.Tensor:
-        if change_weight:
-            err = err * change_weights(real[:, :steps], token_l1(pred.detach(), feats[:, :steps]), change_weight)
-        return err.mean() / dim
-
-    teacher_pred = model(feats[:, :-1], actions)
-    teacher = weighted(teacher_pred, token_l1(teacher_pred, feats[:, 1:]), actions.shape[1])
+    real = token_l1(feats[:, 1:], feats[:, :-1])
+    pred = model(feats[:, :-1], actions)
+    teacher = weighted_token_l1(token_l1(pred, feats[:, 1:]), real, pred, feats[:, :-1], change_weight)
     terms = {"teacher_loss": teacher}
     loss = teacher
     if rollout_steps > 0:
         k = min(rollout_steps, actions.shape[1])
         pred = model.rollout(feats[:, :1], actions[:, :k])
         err = token_l1(pred, feats[:, 1: k + 1])
-        terms["rollout_loss"] = weighted(pred, err, k)
+        terms["rollout_loss"] = weighted_token_l1(err, real[:, :k], pred, feats[:, :k], change_weight)
         loss = loss + terms["rollout_loss"]
         if drift_weight:
-            terms["drift_loss"] = err.mean() / dim
+            terms["drift_loss"] = err.mean() / feats.shape[-1]
             loss = loss + drift_weight * terms["drift_loss"]
     terms["loss"] = loss
     return terms

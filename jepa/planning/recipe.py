@@ -8,8 +8,8 @@ resumable) -> evaluate (planning success with the learned and the oracle model, 
 from __future__ import annotations
 
 import json
-from contextlib import nullcontext
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
