@@ -139,11 +139,11 @@ class MPPI(SamplingPlanner):
 
     def __init__(self, *, horizon: int, action_dim: int, low: float | torch.Tensor, high: float | torch.Tensor,
                  samples: int = 200, iterations: int = 20, elites: int = 20, init_std: float = 1.0,
-                 min_std: float = 0.05, seed: int = 0, device: torch.device | str = "cpu",
+                 min_std: float = 0.05, repeat: int = 1, seed: int = 0, device: torch.device | str = "cpu",
                  temperature: float = 0.5) -> None:
         super().__init__(horizon=horizon, action_dim=action_dim, low=low, high=high, samples=samples,
-                         iterations=iterations, elites=elites, init_std=init_std, min_std=min_std, seed=seed,
-                         device=device)
+                         iterations=iterations, elites=elites, init_std=init_std, min_std=min_std, repeat=repeat,
+                         seed=seed, device=device)
         if temperature <= 0:
             raise ValueError("temperature must be > 0")
         self.temperature = temperature

@@ -72,6 +72,9 @@ def test_eval_program_and_bad_input(toy_run, capsys, tmp_path):
                     "--out", str(tmp_path)]) == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last["budget"]["samples"] == 4 and last["episodes"] == 1 and "oracle" not in last
+    assert ep.main(["--checkpoint", str(run), "--seed", "3", "--n", "1", "--no-oracle", "--samples", "4", "--elites", "2",
+                    "--kind", "mppi", "--out", str(tmp_path / "mppi")]) == 0  # MPPI with held actions (repeat 4)
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["budget"]["planner"] == "mppi"
     model, _ = load_world_model(run)
     with pytest.raises(ValueError, match=r"images must be \[B, 2, 65, 65\]"):
         model.encode(torch.zeros(1, 2, 64, 64))

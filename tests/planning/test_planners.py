@@ -57,11 +57,13 @@ def test_seeded_and_warm_start_never_worse(kind):
     assert float(warm.cost) <= float(good.cost) + 1e-6
 
 
-def test_repeat_holds_actions_and_bad_input():
-    planner = make(CEM, horizon=9, repeat=4)
+@pytest.mark.parametrize("kind", [CEM, MPPI])
+def test_repeat_holds_actions_and_bad_input(kind):
+    planner = make(kind, horizon=9, repeat=4)
     plan = planner.plan(lambda a: integrator(torch.zeros(1, 2), a), lambda p: final_distance(1)(p, torch.tensor([[4.0, 0.0]])))
     assert plan.actions.shape == (9, 2)
     assert torch.equal(plan.actions[0], plan.actions[3]) and torch.equal(plan.actions[4], plan.actions[7])
+    assert float(plan.cost) < 0.3  # 4 steps at the bound of 1.0 reach x = 4
     with pytest.raises(ValueError, match="shape"):
         planner.plan(lambda a: integrator(torch.zeros(1, 2), a), lambda p: p[:, -1, 0], init=torch.zeros(4, 3))
     with pytest.raises(ValueError, match="bounds"):
@@ -69,7 +71,7 @@ def test_repeat_holds_actions_and_bad_input():
     with pytest.raises(ValueError, match="one value per sample"):
         planner.plan(lambda a: integrator(torch.zeros(1, 2), a), lambda p: p[:, -1])
     with pytest.raises(ValueError, match="low < high"):
-        make(CEM, low=1.0, high=-1.0)
+        make(kind, low=1.0, high=-1.0)
 
 
 class CountingModel:
