@@ -1,9 +1,11 @@
 """CEM / MPPI / the receding-horizon agent against mock world models with known optima."""
 
+import inspect
+
 import pytest
 import torch
 
-from jepa.planning.planners import CEM, MPPI, PlanningAgent, final_distance, summed_distance
+from jepa.planning.planners import CEM, MPPI, SamplingPlanner, PlanningAgent, final_distance, summed_distance
 
 
 def integrator(start: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -55,6 +57,14 @@ def test_seeded_and_warm_start_never_worse(kind):
     good = run(0, iterations=15)
     warm = run(5, init=good.actions, iterations=1)
     assert float(warm.cost) <= float(good.cost) + 1e-6
+
+
+def test_mppi_takes_every_parameter_of_the_sampling_planner():
+    """MPPI lists its parents' parameters again (for its temperature); one left out (``repeat``) crashed the
+    recipe's MPPI with held actions."""
+    ours = inspect.signature(MPPI.__init__).parameters
+    theirs = inspect.signature(SamplingPlanner.__init__).parameters
+    assert all(name in ours and ours[name].default == p.default for name, p in theirs.items())
 
 
 @pytest.mark.parametrize("kind", [CEM, MPPI])
