@@ -345,10 +345,11 @@ def door_policy(position: torch.Tensor, goal: torch.Tensor, layout: Layout, max_
     offset = WALL_HALF_WIDTH + 2.0
     exit_point = torch.tensor([layout.wall_x + goal_room * offset, layout.door_y], dtype=torch.float64)
     entry = torch.tensor([layout.wall_x - goal_room * offset, layout.door_y], dtype=torch.float64)
+    in_corridor = abs(float(position[1]) - layout.door_y) < 0.5 and abs(x - layout.wall_x) <= offset + 0.5
     here = room_of(x, layout)
     if here == goal_room:
         target = goal.double()
-    elif here == 0 or float((position - entry).norm()) < 0.5:
+    elif here == 0 or in_corridor:  # on the line from the entry to the exit: steps shorter than the corridor keep going
         target = exit_point
     else:
         target = entry

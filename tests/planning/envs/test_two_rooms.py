@@ -134,9 +134,12 @@ def _run(env: TwoRoomsEnv, episode: Episode, policy) -> bool:
     return env.success
 
 
-def test_scripted_door_policy_solves_every_pinned_episode():
+@pytest.mark.parametrize("max_norm", [tr.MAX_NORM, 1.75, 1.0])
+def test_scripted_door_policy_solves_every_pinned_episode(max_norm):
+    """Also with steps shorter than the corridor from entry to exit (7 px), where it used to turn back."""
     env = TwoRoomsEnv()
-    results = [_run(env, e, lambda env: door_policy(env.position, env.goal, env.episode.layout)) for e in tr.load_episodes()]
+    results = [_run(env, e, lambda env: door_policy(env.position, env.goal, env.episode.layout, max_norm))
+               for e in tr.load_episodes()]
     assert all(results)
 
 
