@@ -18,9 +18,10 @@ from jepa.planning.recipe import load_world_model  # noqa: E402
 
 TOY = ["collect.num_trajectories=16", "pretrain.encoder.patch_size=13", "collect.steps=30", "collect.shard_size=8",
        "pretrain.train.steps=2", "pretrain.data.batch_size=8", "world_model.steps=4", "world_model.log_every=2",
-       "world_model.batch_size=4", "world_model.grid.width=8", "world_model.grid.depth=1", "planner.samples=8",
-       "planner.elites=2", "planner.iterations=1", "planner.horizon=12", "planner.replan_every=12",
-       "planner.repeat=4", "eval.seed=0", "eval.n=1", "eval.max_horizon=2"]
+       "world_model.batch_size=4", "world_model.window=6", "world_model.rollout_steps=6",  # 6 x 5 = collect.steps
+       "world_model.grid.width=8", "world_model.grid.depth=1", "planner.samples=8", "planner.elites=2",
+       "planner.iterations=1", "planner.horizon=12", "planner.replan_every=12", "planner.repeat=4",
+       "eval.seed=0", "eval.n=1", "eval.max_horizon=2"]
 
 
 @pytest.fixture(scope="module")
