@@ -5,7 +5,7 @@ import inspect
 import pytest
 import torch
 
-from jepa.planning.planners import CEM, MPPI, SamplingPlanner, PlanningAgent, final_distance, summed_distance
+from jepa.planning.planners import CEM, MPPI, PlanningAgent, SamplingPlanner, final_distance, summed_distance
 
 
 def integrator(start: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
