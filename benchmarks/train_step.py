@@ -55,7 +55,8 @@ from jepa.masks import MaskSet
 from jepa.models.jepa import JEPA
 from jepa.models.vit import VIT_SIZES
 from jepa.perf import apply_perf, fused_attention_for
-from jepa.train import resolve_precision, step_values, train_step
+from jepa.precision import resolve_precision
+from jepa.train import step_values, train_step
 
 # --smoke: vit_tiny cut to 2 blocks on a 32 px image with 4 px patches (an 8x8 grid, on
 # which the reference masks still work), a 64 x 2 predictor, batch 4, 1 warmup + 2 steps.

@@ -19,7 +19,7 @@ from jepa.evaluation import extract, probe_datasets
 from jepa.features import cache_hit, cached_features, feature_fingerprint
 from jepa.hub import load_encoder
 from jepa.pretrained import encoder_from_state
-from jepa.train import resolve_precision
+from jepa.precision import resolve_precision
 
 Features = tuple[torch.Tensor, torch.Tensor]
 

@@ -39,6 +39,7 @@ from jepa.metrics import MetricsWriter, plot_curves, read_metrics
 from jepa.models.jepa import JEPA
 from jepa.monitor import KnnMonitor
 from jepa.perf import apply_perf
+from jepa.precision import resolve_precision
 
 
 class TrainingStopped(RuntimeError):
@@ -81,19 +82,6 @@ def apply_values(optimizer: torch.optim.Optimizer, values: StepValues) -> None:
         group["lr"] = values.lr
         if group.get("apply_wd", True):
             group["weight_decay"] = values.weight_decay
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for 'auto' | 'bf16' | 'fp32' on this device (None means plain fp32)."""
-    if precision == "fp32":
-        return None
-    if device.type == "cuda":
-        supported = torch.cuda.is_bf16_supported()
-    else:
-        supported = bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
-    if precision == "bf16":
-        return torch.bfloat16
-    return torch.bfloat16 if supported else None
 
 
 def train_step(

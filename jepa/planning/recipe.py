@@ -25,7 +25,7 @@ from jepa.models.ac_predictor import ACPredictor, ac_losses
 from jepa.models.grid_predictor import GridACPredictor
 from jepa.planning import trajectories as T
 from jepa.planning.world_model import FrameEncoder, LatentWorldModel
-from jepa.train import resolve_precision
+from jepa.precision import resolve_precision
 
 WORLD_MODEL = "world_model.pt"
 # Layout of world_model.pt. 2: predictors with rotary frame positions and a sliding window (no ``frame_pos``);
