@@ -3,6 +3,7 @@ batched rollout of every sample) with the recipe's learned world model and with 
 
     python -m benchmarks.planner                         # reference budget (200 x 20, horizon 90) and horizon 16
     python -m benchmarks.planner --checkpoint RUN        # a trained recipe run instead of random weights
+    python -m benchmarks.planner --precision fp32        # the learned model imagining in fp32 (default: auto)
     python -m benchmarks.planner --smoke                 # seconds, for CI
 
 Timing does not depend on the weights, so without a checkpoint the recipe's architecture
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--horizons", type=int, nargs="+", default=[90, 16])
     parser.add_argument("--calls", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                        help="the dtype the learned model imagines in (default: the config's planner.precision)")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -78,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     keep_freed_memory()
     torch.set_flush_denormal(True)  # as the recipe and eval.planning do
-    from eval.planning import learned_agent, oracle_agent
+    from eval.planning import imagined_in, learned_agent, oracle_agent
 
     model, cfg = load_world_model(args.checkpoint) if args.checkpoint else random_world_model(args.config)
     results = []
@@ -87,10 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         # planner (the look further when stuck is a second call, made only where the first finds no progress)
         p = dataclasses.replace(cfg.planner, samples=args.samples, iterations=args.iterations,
                                 elites=max(2, args.samples // 10), horizon=horizon, replan_every=1, repeat=1,
-                                cost="final", until_episode_end=False, stuck_horizon=0)
+                                cost="final", until_episode_end=False, stuck_horizon=0,
+                                precision=args.precision or cfg.planner.precision)
         for name, factory in (("learned", lambda: learned_agent(model, p)), ("oracle", lambda: oracle_agent(p))):
             seconds, cpu = time_calls(factory, args.calls)
-            results.append({"model": name, "samples": p.samples, "iterations": p.iterations, "horizon": horizon,
+            results.append({"model": name, **({"imagined_in": imagined_in(model, p)} if name == "learned" else {}),
+                            "samples": p.samples, "iterations": p.iterations, "horizon": horizon,
                             "seconds_per_step": round(statistics.median(seconds), 4),
                             "seconds_per_step_p90": round(sorted(seconds)[int(0.9 * (len(seconds) - 1))], 4),
                             "cpu_seconds_per_step": round(statistics.median(cpu), 4)})

@@ -30,6 +30,8 @@ from jepa.planning.oracle import OracleWorldModel
 from jepa.planning.planners import (
     CEM, MPPI, PlanningAgent, StateCost, WorldModel, final_distance, summed_distance,
 )
+from jepa.planning.world_model import LatentWorldModel, latent_cost
+from jepa.precision import resolve_precision
 
 
 def resolve_episodes(episodes_file: str | None, seed: int | None, n: int) -> tuple[list[tr.Episode], str]:
@@ -55,7 +57,12 @@ def budget(p: PlannerConfig) -> dict[str, Any]:
             "steps": tr.MAX_STEPS, "cost": p.cost, "until_episode_end": p.until_episode_end,
             "init_std": p.init_std, "action_bound": p.action_bound, "disagreement": p.disagreement,
             "blur": list(p.blur), "stuck_horizon": p.stuck_horizon, "stuck_margin": p.stuck_margin,
-            "check_progress": p.check_progress}
+            "check_progress": p.check_progress, "precision": p.precision}
+
+
+def imagined_in(model: LatentWorldModel, p: PlannerConfig) -> str:
+    """The dtype ``p.precision`` resolves to for the learned model on this machine ('bf16' or 'fp32')."""
+    return "bf16" if resolve_precision(p.precision, model.encoder.mean.device) == torch.bfloat16 else "fp32"
 
 
 def play(agent: PlanningAgent, episode: tr.Episode, *, record: bool = False) -> dict[str, Any]:
@@ -110,10 +117,10 @@ def oracle_agent(p: PlannerConfig) -> PlanningAgent:
     return planning_agent(OracleWorldModel(), final_distance(2) if p.cost == "final" else summed_distance(2), p)
 
 
-def learned_agent(model: WorldModel, p: PlannerConfig) -> PlanningAgent:
-    from jepa.planning.world_model import latent_cost
-
-    return planning_agent(model, latent_cost(p.cost, p.disagreement, p.blur), p)
+def learned_agent(model: LatentWorldModel, p: PlannerConfig) -> PlanningAgent:
+    """The planner on the learned model, imagining in ``p.precision``."""
+    dtype = resolve_precision(p.precision, model.encoder.mean.device)
+    return planning_agent(model.with_autocast(dtype), latent_cost(p.cost, p.disagreement, p.blur), p)
 
 
 @torch.no_grad()
@@ -329,6 +336,7 @@ def evaluate_run(run_dir: str | Path | None, *, episodes_file: str | None = None
         curve = rollout_error(model, cfg.world_model.frameskip, cfg.eval.max_horizon, out, bound=p.action_bound)
         summary.update(learned)
         summary["ensemble"] = len(model.predictors)
+        summary["imagined_in"] = imagined_in(model, p)
         summary["rollout_error"] = {k: curve[k] for k in ("position_error_px", "latent_l1", *CONTACTS)}
     else:
         p = planner or PlannerConfig()

@@ -288,6 +288,9 @@ class PlannerConfig:
     # also look further where the last executed plan did not keep its promise: it was to end ``stuck_margin``
     # below standing still, yet the real state's energy of standing still has not fallen by that margin
     check_progress: bool = False
+    # the dtype the learned model imagines in ("auto": bf16 where this CPU runs it clearly faster, as for
+    # training, jepa.precision); the energy and the start and goal features stay fp32
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     seed: int = 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -46,9 +47,15 @@ class FrameEncoder(nn.Module):
 
 class LatentWorldModel:
     """encode: images -> [B, N, D]; rollout: start [1, N, D], actions [S, H, A] -> [S, ceil(H / frameskip), M, N, D]
-    for an ensemble of M predictors."""
+    for an ensemble of M predictors.
 
-    def __init__(self, encoder: FrameEncoder, predictors: Sequence[ACPredictor], *, frameskip: int) -> None:
+    ``autocast``: the dtype the predictors imagine in (None: fp32). Their layers then run in it while the
+    residual stream, the start features and the returned predictions stay fp32 (each predictor adds its
+    predicted change to its fp32 input), as in training under ``world_model.precision``.
+    """
+
+    def __init__(self, encoder: FrameEncoder, predictors: Sequence[ACPredictor], *, frameskip: int,
+                 autocast: torch.dtype | None = None) -> None:
         for p in predictors:
             if (p.feature_dim, p.num_tokens) != (encoder.dim, encoder.num_tokens):
                 raise ValueError(
@@ -59,6 +66,11 @@ class LatentWorldModel:
                 raise ValueError(f"predictor action_dim {p.action_dim} is not a multiple of frameskip {frameskip}")
         self.encoder, self.predictors, self.frameskip = encoder, [p.eval() for p in predictors], frameskip
         self.action_dim = predictors[0].action_dim // frameskip
+        self.autocast = autocast
+
+    def with_autocast(self, dtype: torch.dtype | None) -> LatentWorldModel:
+        """The same encoder and predictors (shared, not copied), imagining in ``dtype``."""
+        return LatentWorldModel(self.encoder, self.predictors, frameskip=self.frameskip, autocast=dtype)
 
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
         return self.encoder(obs)
@@ -74,7 +86,8 @@ class LatentWorldModel:
             actions = torch.cat([actions, actions.new_zeros(s, pad, a)], dim=1)
         chunks = actions.reshape(s, (h + pad) // self.frameskip, self.frameskip * a)
         context = start.unsqueeze(1).expand(s, 1, *start.shape[1:])
-        preds = [p.rollout(context, chunks, last_only=last_only) for p in self.predictors]
+        with torch.autocast(start.device.type, dtype=self.autocast) if self.autocast else nullcontext():
+            preds = [p.rollout(context, chunks, last_only=last_only).float() for p in self.predictors]
         return preds[0].unsqueeze(2) if len(preds) == 1 else torch.stack(preds, dim=2)  # no copy for one
 
 

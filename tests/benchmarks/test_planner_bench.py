@@ -29,3 +29,11 @@ def test_reference_horizon_with_the_recipe_config(capsys: pytest.CaptureFixture[
     assert main(["--samples", "4", "--iterations", "1", "--horizons", "90", "--calls", "1"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert all(r["horizon"] == 90 and r["seconds_per_step"] > 0 for r in report["results"])
+
+
+def test_precision_flag_sets_what_the_learned_model_imagines_in(capsys: pytest.CaptureFixture[str]) -> None:
+    for precision in ("fp32", "bf16"):
+        assert main(["--smoke", "--precision", precision]) == 0
+        report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        learned = [r for r in report["results"] if r["model"] == "learned"]
+        assert [r["imagined_in"] for r in learned] == [precision]

@@ -1,5 +1,6 @@
 """The planning recipe end to end at toy size: stages, resume, eval JSON, GIF, rollout curve, bad input."""
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -76,7 +77,10 @@ def test_eval_program_and_bad_input(toy_run, capsys, tmp_path):
     assert ep.main(["--checkpoint", str(run), "--seed", "3", "--n", "1", "--no-oracle", "--samples", "4", "--elites", "2",
                     "--kind", "mppi", "--out", str(tmp_path / "mppi")]) == 0  # MPPI with held actions (repeat 4)
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["budget"]["planner"] == "mppi"
-    model, _ = load_world_model(run)
+    model, cfg = load_world_model(run)
+    for precision, dtype in (("bf16", torch.bfloat16), ("fp32", None)):  # the dtype the planner imagines in
+        agent = ep.learned_agent(model, dataclasses.replace(cfg.planner, precision=precision))
+        assert agent.model.autocast is dtype and agent.model.predictors == model.predictors
     with pytest.raises(ValueError, match=r"images must be \[B, 2, 65, 65\]"):
         model.encode(torch.zeros(1, 2, 64, 64))
     with pytest.raises(ValueError, match="actions must be"):

@@ -86,3 +86,25 @@ def test_blurred_energy_keeps_growing_with_the_distance_to_the_goal():
     assert torch.allclose(blurred, expected, atol=1e-6)
     with pytest.raises(ValueError, match="odd"):
         latent_cost("final", blur=(2,))
+
+
+def test_autocast_rollout_runs_the_predictors_in_bf16_and_returns_fp32():
+    """The same predictors imagining in bf16: their layers see bf16 (a hook records it), the predictions come
+    back fp32 and within bf16 rounding of the fp32 rollout; the modules are shared, not copied."""
+    enc, preds = tiny()
+    model = LatentWorldModel(enc, preds, frameskip=3)
+    fast = model.with_autocast(torch.bfloat16)
+    assert fast.predictors[0] is preds[0] and fast.encoder is enc and model.autocast is None
+    seen = []
+    hook = preds[0].blocks[0].mlp.fc1.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    z = model.encode(torch.rand(1, 2, 65, 65))
+    actions = torch.randn(4, 9, 2)
+    ref = model.rollout(z, actions)
+    assert seen and set(seen) == {torch.float32}
+    seen.clear()
+    out = fast.rollout(z, actions)
+    hook.remove()
+    assert torch.bfloat16 in seen
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    assert torch.allclose(out, ref, atol=0.1, rtol=0.05)
+    assert not torch.equal(out, ref)
