@@ -51,19 +51,24 @@ class GridACPredictor(nn.Module):
 
         Channels-last (NHWC in memory) is what makes these narrow convolutions fast on CPU: a 3 x 3
         convolution of width 32 over 200 grids took 4.3 ms instead of 9.5 ms on one thread, 2.0 ms
-        instead of 10.9 ms on two (README). The input
-        convolution over [features, broadcast action] is computed as a convolution of the features plus a
-        per-sample bias from the action: the same weights, without materialising the broadcast.
+        instead of 10.9 ms on two (README).
         """
-        b = grid.shape[0]
         grid = grid.contiguous(memory_format=torch.channels_last)
-        w = self.inp.weight
-        bias = F.linear(action, w[:, self.feature_dim:, 0, 0], self.inp.bias)
-        h = F.conv2d(grid, w[:, :self.feature_dim]) + bias.view(b, -1, 1, 1)
+        return grid + self.out(self.body_of(F.conv2d(grid, self.inp.weight[:, :self.feature_dim]), action))
+
+    def body_of(self, features_in: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """The hidden state after the residual body, from the input convolution of the features (no bias).
+
+        The input convolution over [features, broadcast action] is computed as a convolution of the features
+        plus a per-sample bias from the action: the same weights, without materialising the broadcast.
+        """
+        b = action.shape[0]
+        bias = F.linear(action, self.inp.weight[:, self.feature_dim:, 0, 0], self.inp.bias)
+        h = (features_in + bias.view(b, -1, 1, 1)).to(bias.dtype)  # the layers' dtype (bf16 under autocast)
         for film, conv in zip(self.film, self.body):
             scale, shift = film(action).view(b, -1, 1, 1).chunk(2, dim=1)
             h = h + F.gelu(conv(torch.addcmul(shift, h, 1 + scale)))
-        return grid + self.out(h)
+        return h
 
     def to_grid(self, feats: torch.Tensor) -> torch.Tensor:
         """[B, N, D] -> [B, D, side, side]: a channels-last view of the same memory, no copy."""
@@ -83,16 +88,53 @@ class GridACPredictor(nn.Module):
     def rollout(self, context: torch.Tensor, actions: torch.Tensor, *, last_only: bool = False) -> torch.Tensor:
         """Imagine H steps from the last context frame: context [B, C, N, D], actions [B, C - 1 + H, A]
         (the actions after each context frame, then the H planned ones) -> predicted features [B, H, N, D],
-        or only the last of them [B, 1, N, D] with ``last_only`` (no H-frame tensor is built)."""
+        or only the last of them [B, 1, N, D] with ``last_only`` (see :meth:`last_frame`; no H-frame
+        tensor is built). Every frame is H calls of :meth:`step` (the rollout loss needs each one D-wide).
+        """
         b, c = context.shape[:2]
         h = actions.shape[1] - (c - 1)
         if h < 1:
             raise ValueError(f"{actions.shape[1]} actions for {c} context frames leave no step to imagine")
         check_frames(context, actions[:, :c], self.num_tokens, self.feature_dim, self.action_dim)
         grid = self.to_grid(context[:, -1])
+        if last_only:
+            return self.from_grid(self.last_frame(grid, actions[:, c - 1:])).unsqueeze(1)
         out = []
         for k in range(c - 1, c - 1 + h):
             grid = self.step(grid, actions[:, k])
-            if not last_only:
-                out.append(self.from_grid(grid))
-        return self.from_grid(grid).unsqueeze(1) if last_only else torch.stack(out, 1)
+            out.append(self.from_grid(grid))
+        return torch.stack(out, 1)
+
+    def last_frame(self, grid: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """The frame after H steps, [B, D, side, side], [B, H, A] -> [B, D, side, side], computed in the
+        body's width: the same as H calls of :meth:`step`, without their D-wide work.
+
+        The output and the next step's input convolutions are both 1 x 1 with nothing between them, so what
+        step k + 1's input convolution sees of the frame is that of step k plus (W_in W_out) x step k's
+        hidden state + W_in b_out, and the last frame is the first + W_out x the sum of the hidden states
+        + H x b_out. Each step then skips the two D-wide convolutions and the D-wide residual add: 5-8 %
+        faster for 200 samples on the recipe's grid (README).
+
+        Under autocast only the body runs in bf16: the frame's state (what the input convolution sees, the
+        sum of hidden states, the folded maps) stays fp32, where whole steps round the frame to bf16 for
+        their input convolution. On the recipe's model an 18-step bf16 rollout is then 1.3-2.3 % of the
+        imagined change off fp32, against 1.9-5.8 % for bf16 whole steps. (For training, which needs every
+        frame D-wide and a gradient, these fp32 parts made the step 8 % slower than whole steps in bf16.)
+        """
+        h = actions.shape[1]
+        grid = grid.contiguous(memory_format=torch.channels_last)
+        w_in, w_out = self.inp.weight[:, :self.feature_dim], self.out.weight
+        fp32 = torch.autocast(grid.device.type, enabled=False)
+        with fp32:
+            through = (w_in[:, :, 0, 0] @ w_out[:, :, 0, 0])[..., None, None]  # W_in W_out
+            through_bias = w_in[:, :, 0, 0] @ self.out.bias
+            seen = F.conv2d(grid, w_in)
+        total = None
+        for k in range(h):
+            hidden = self.body_of(seen, actions[:, k])
+            total = hidden.float() if total is None else total + hidden
+            if k < h - 1:
+                with fp32:
+                    seen = seen + F.conv2d(hidden.float(), through, through_bias)
+        with fp32:
+            return grid + F.conv2d(total, w_out, h * self.out.bias)

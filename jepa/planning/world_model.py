@@ -91,22 +91,42 @@ class LatentWorldModel:
         return preds[0].unsqueeze(2) if len(preds) == 1 else torch.stack(preds, dim=2)  # no copy for one
 
 
-def blur_tokens(tokens: torch.Tensor, size: int) -> torch.Tensor:
-    """A stride-1 ``size`` x ``size`` box blur of tokens [..., N, D] over their square grid (N = side x side)."""
-    if size == 1:
-        return tokens
+def _box_sums(tokens: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stride-1 ``size`` x ``size`` box sums of tokens [..., N, D] over their square grid, as a channels-last
+    [B, D, side, side] grid, and how many tokens each window holds [side, side] (fewer at the borders).
+
+    Depthwise convolutions with box kernels over the channels-last grid (1.6x faster than avg_pool2d for the
+    energy's sizes here); from size 7 up a row pass then a column pass (size 9: 4.0 ms instead of 6.2 ms over
+    200 grids of 13 x 13 x 64 on one thread; at 3 and 5 the single pass is faster).
+    """
     n, d = tokens.shape[-2:]
     side = math.isqrt(n)
     if side * side != n:
         raise ValueError(f"blurring needs a square token grid, got {n} tokens")
-    # a depthwise convolution with a box kernel over the channels-last grid, divided by how many tokens each
-    # window holds: the same as avg_pool2d(count_include_pad=False), 1.6x faster for the energy's sizes here
     grid = tokens.reshape(-1, side, side, d).permute(0, 3, 1, 2)
-    box = torch.ones(d, 1, size, size, dtype=tokens.dtype, device=tokens.device)
-    count = F.conv2d(torch.ones(1, 1, side, side, dtype=tokens.dtype, device=tokens.device), box[:1],
-                     padding=size // 2)
-    blurred = F.conv2d(grid, box.contiguous(memory_format=torch.channels_last), padding=size // 2, groups=d) / count
-    return blurred.permute(0, 2, 3, 1).reshape(tokens.shape)
+    ones = torch.ones(1, 1, side, side, dtype=tokens.dtype, device=tokens.device)
+    kernels = [(size, 1), (1, size)] if size >= 7 else [(size, size)]
+    for kh, kw in kernels:
+        box = torch.ones(d, 1, kh, kw, dtype=tokens.dtype, device=tokens.device)
+        grid = F.conv2d(grid, box.contiguous(memory_format=torch.channels_last), padding=(kh // 2, kw // 2), groups=d)
+        ones = F.conv2d(ones, box[:1], padding=(kh // 2, kw // 2))
+    return grid, ones[0, 0]
+
+
+def blurred_l1(tokens: torch.Tensor, size: int) -> torch.Tensor:
+    """The mean absolute value over tokens and features of a ``size`` x ``size`` box blur (stride 1, averaging
+    only the tokens inside the grid) of tokens [..., N, D] over their square grid: -> [...]. Size 1: no blur.
+
+    |box sum / count| = |box sum| / count, so the absolute values are summed over the features of the box sums
+    and the division by the count becomes a weighted sum over the tokens: no blurred copy of the tensor.
+    (``torch.linalg.vector_norm(ord=1)`` would fuse the absolute value, but took 12x as long here.)
+    """
+    n, d = tokens.shape[-2:]
+    if size == 1:
+        return tokens.abs().mean(dim=(-2, -1))
+    sums, count = _box_sums(tokens, size)
+    per_token = sums.abs().sum(dim=1).flatten(1)  # [B, N]; the features are innermost in memory
+    return (per_token @ (1 / (count.flatten() * (n * d)))).view(tokens.shape[:-2])
 
 
 def latent_cost(kind: str = "final", disagreement: float = 0.0, blur: Sequence[int] = (1,)) -> StateCost:
@@ -127,7 +147,7 @@ def latent_cost(kind: str = "final", disagreement: float = 0.0, blur: Sequence[i
     def cost(pred: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         steps = pred[:, -1:] if kind == "final" else pred  # [S, h, M, N, D]
         diff = steps.mean(dim=2) - goal.unsqueeze(1)  # blurring is linear: blur(pred) - blur(goal) = blur(diff)
-        energy = sum(blur_tokens(diff, size).abs().mean(dim=(2, 3)) for size in blur).sum(dim=1)
+        energy = sum(blurred_l1(diff, size) for size in blur).sum(dim=1)
         if disagreement and pred.shape[2] > 1:
             energy = energy + disagreement * steps.std(dim=2).mean(dim=(2, 3)).sum(dim=1)
         return energy

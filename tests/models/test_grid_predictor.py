@@ -35,18 +35,57 @@ def test_a_shifted_input_gives_the_shifted_output_away_from_the_border():
     assert not torch.allclose(out, grid, atol=1e-3)  # it does change the frame
 
 
+def stepped(model, context, actions):
+    """Reference rollout: one forward (a whole step, D-wide) per planned action from the last context frame."""
+    frame, frames = context[:, -1:], []
+    for k in range(context.shape[1], actions.shape[1] + 1):
+        frame = model(frame, actions[:, k - 1:k])
+        frames.append(frame[:, 0])
+    return torch.stack(frames, 1)
+
+
 def test_rollout_is_repeated_single_steps_from_the_last_context_frame():
     model = small().eval()
     context = torch.randn(3, 2, 49, 4)
     actions = torch.randn(3, 1 + 4, 2)  # one action after the first context frame, then four planned
     with torch.no_grad():
         out = model.rollout(context, actions)
-        frame, expected = context[:, -1:], []
-        for k in range(1, 5):
-            frame = model(frame, actions[:, k:k + 1])
-            expected.append(frame[:, 0])
+        expected = stepped(model, context, actions)
     assert out.shape == (3, 4, 49, 4)
-    assert torch.allclose(out, torch.stack(expected, 1), atol=1e-5)
+    assert torch.allclose(out, expected, atol=1e-5)
+
+
+def test_last_frame_in_the_body_width_is_whole_steps():
+    """The last frame computed in the body's width (the output and next input 1 x 1 convolutions folded into
+    one W x W map) equals whole steps, the output bias included, with the same gradients."""
+    model = small()
+    torch.nn.init.normal_(model.out.bias, std=0.1)
+    context, actions = torch.randn(3, 2, 49, 4), torch.randn(3, 1 + 5, 2)
+    last = model.rollout(context, actions, last_only=True)[:, 0]
+    expected = stepped(model, context, actions)[:, -1]
+    torch.testing.assert_close(last, expected, atol=1e-5, rtol=1e-5)
+    weights = torch.randn_like(last)
+    grads = torch.autograd.grad((last * weights).sum(), list(model.parameters()))
+    expected_grads = torch.autograd.grad((expected * weights).sum(), list(model.parameters()))
+    for g, e in zip(grads, expected_grads):
+        torch.testing.assert_close(g, e, atol=1e-4, rtol=1e-4)
+
+
+def test_last_frame_in_bf16_is_closer_to_fp32_than_whole_steps_in_bf16():
+    """Under autocast only the body runs in bf16; the frame's state stays fp32 (whole steps round the frame to
+    bf16 for their input convolution): the rollout is closer to fp32 whole steps than bf16 whole steps are."""
+    model = small(num_tokens=169, depth=3).eval()
+    torch.nn.init.normal_(model.out.bias, std=0.1)
+    context, actions = torch.randn(4, 1, 169, 4), torch.randn(4, 9, 2)
+    with torch.no_grad():
+        exact = stepped(model, context, actions)[:, -1]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = model.rollout(context, actions, last_only=True)[:, 0]
+            stepped_bf16 = stepped(model, context, actions)[:, -1]
+    change = (exact - context[:, -1]).abs().mean()
+    assert fast.dtype == torch.float32
+    assert (fast - exact).abs().mean() < (stepped_bf16 - exact).abs().mean()
+    assert (fast - exact).abs().mean() < 0.02 * change
 
 
 def test_step_matches_the_convolutions_written_out_in_the_default_layout():
@@ -66,15 +105,6 @@ def test_step_matches_the_convolutions_written_out_in_the_default_layout():
     assert torch.allclose(as_grid(out, 13), expected, atol=1e-5)
     assert model.to_grid(feats).is_contiguous(memory_format=torch.channels_last)  # a view, no copy
     assert torch.equal(model.from_grid(model.to_grid(feats)), feats)
-
-
-def test_last_only_rollout_is_the_last_step_of_the_full_one():
-    model = small().eval()
-    context, actions = torch.randn(3, 2, 49, 4), torch.randn(3, 6, 2)
-    with torch.no_grad():
-        full, last = model.rollout(context, actions), model.rollout(context, actions, last_only=True)
-    assert last.shape == (3, 1, 49, 4)
-    assert torch.equal(last, full[:, -1:])
 
 
 def test_starts_as_the_identity():

@@ -5,7 +5,7 @@ import torch
 
 from jepa.models.ac_predictor import ACPredictor
 from jepa.models.vit import resolve_size, vit_2d
-from jepa.planning.world_model import FrameEncoder, LatentWorldModel, blur_tokens, latent_cost
+from jepa.planning.world_model import FrameEncoder, LatentWorldModel, blurred_l1, latent_cost
 
 
 def tiny(pool=1, predictors=2, feature_dim=32):
@@ -58,15 +58,25 @@ def test_mismatched_predictor_is_refused():
         LatentWorldModel(enc2, preds, frameskip=4)
 
 
-def test_blur_tokens_is_a_box_average_inside_the_grid():
-    tokens = torch.randn(2, 25, 3)  # a 5 x 5 grid, row-major
-    grid = tokens.view(2, 5, 5, 3)
-    out = blur_tokens(tokens, 3).view(2, 5, 5, 3)
-    assert torch.allclose(out[:, 2, 3], grid[:, 1:4, 2:5].mean(dim=(1, 2)), atol=1e-6)
-    assert torch.allclose(out[:, 0, 0], grid[:, 0:2, 0:2].mean(dim=(1, 2)), atol=1e-6)  # border: only inside tokens
-    assert blur_tokens(tokens, 1) is tokens
+def box_average(grid: torch.Tensor, size: int) -> torch.Tensor:
+    """Reference blur of [B, side, side, D] grids: each token the mean of the tokens inside the grid within
+    size // 2 rows and columns of it, by explicit slicing."""
+    r, side = size // 2, grid.shape[1]
+    out = torch.empty_like(grid)
+    for i in range(side):
+        for j in range(side):
+            out[:, i, j] = grid[:, max(i - r, 0):i + r + 1, max(j - r, 0):j + r + 1].mean(dim=(1, 2))
+    return out
+
+
+@pytest.mark.parametrize("size", [1, 3, 5, 7, 9])
+def test_blurred_l1_is_the_mean_absolute_box_average_inside_the_grid(size):
+    tokens = torch.randn(2, 3, 121, 4)  # [..., 11 x 11 grid row-major, D]
+    grid = tokens.view(6, 11, 11, 4)
+    expected = box_average(grid, size).abs().mean(dim=(1, 2, 3)).view(2, 3)
+    torch.testing.assert_close(blurred_l1(tokens, size), expected)
     with pytest.raises(ValueError, match="square"):
-        blur_tokens(torch.randn(1, 6, 3), 3)
+        blurred_l1(torch.randn(1, 6, 3), 3)
 
 
 def test_blurred_energy_keeps_growing_with_the_distance_to_the_goal():
@@ -82,7 +92,8 @@ def test_blurred_energy_keeps_growing_with_the_distance_to_the_goal():
     blurred = latent_cost("final", blur=(1, 3, 5, 9))(pred, goal)
     assert torch.allclose(plain, plain[0].expand(9))
     assert (blurred[1:] > blurred[:-1]).all()
-    expected = sum((blur_tokens(pred[:, -1, 0], k) - blur_tokens(goal, k)).abs().mean(dim=(1, 2)) for k in (1, 3, 5, 9))
+    expected = sum((box_average(pred[:, -1, 0].view(9, 15, 15, 1), k) - box_average(goal.view(1, 15, 15, 1), k))
+                   .abs().mean(dim=(1, 2, 3)) for k in (1, 3, 5, 9))
     assert torch.allclose(blurred, expected, atol=1e-6)
     with pytest.raises(ValueError, match="odd"):
         latent_cost("final", blur=(2,))
