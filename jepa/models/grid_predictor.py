@@ -16,6 +16,7 @@ loop and evaluation take either.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -115,26 +116,70 @@ class GridACPredictor(nn.Module):
         + H x b_out. Each step then skips the two D-wide convolutions and the D-wide residual add: 5-8 %
         faster for 200 samples on the recipe's grid (README).
 
-        Under autocast only the body runs in bf16: the frame's state (what the input convolution sees, the
-        sum of hidden states, the folded maps) stays fp32, where whole steps round the frame to bf16 for
-        their input convolution. On the recipe's model an 18-step bf16 rollout is then 1.3-2.3 % of the
-        imagined change off fp32, against 1.9-5.8 % for bf16 whole steps. (For training, which needs every
-        frame D-wide and a gradient, these fp32 parts made the step 8 % slower than whole steps in bf16.)
+        Under autocast only the body's 3 x 3 convolutions run in the autocast dtype (their weights cast once
+        per call, not per step): the frame's state (what the input convolution sees, the sum of hidden
+        states, the folded maps), the residual stream inside the body and the action's FiLM stay fp32, where
+        whole steps round the frame to bf16 for their input convolution and keep the body's stream in bf16.
+        bf16 element-wise work is also slower than fp32 here, so this is both closer to fp32 and faster
+        (README).
         """
-        h = actions.shape[1]
+        h, b = actions.shape[1], actions.shape[0]
         grid = grid.contiguous(memory_format=torch.channels_last)
+        device = grid.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else self.out.weight.dtype
         w_in, w_out = self.inp.weight[:, :self.feature_dim], self.out.weight
-        fp32 = torch.autocast(grid.device.type, enabled=False)
-        with fp32:
+        with torch.autocast(device, enabled=False):
             through = (w_in[:, :, 0, 0] @ w_out[:, :, 0, 0])[..., None, None]  # W_in W_out
             through_bias = w_in[:, :, 0, 0] @ self.out.bias
             seen = F.conv2d(grid, w_in)
-        total = None
-        for k in range(h):
-            hidden = self.body_of(seen, actions[:, k])
-            total = hidden.float() if total is None else total + hidden
-            if k < h - 1:
-                with fp32:
-                    seen = seen + F.conv2d(hidden.float(), through, through_bias)
-        with fp32:
+            action_bias = F.linear(actions, self.inp.weight[:, self.feature_dim:, 0, 0], self.inp.bias)
+            films = [film(actions).view(b, h, -1, 1, 1).chunk(2, dim=2) for film in self.film]  # all steps at once
+            convs = [(conv.weight.to(dtype), conv.bias.to(dtype), conv.padding) for conv in self.body]
+            total = None
+            for k in range(h):
+                hidden = seen + action_bias[:, k].view(b, -1, 1, 1)
+                for (scale, shift), (weight, bias, padding) in zip(films, convs):
+                    update = _conv_gelu(torch.addcmul(shift[:, k], hidden, 1 + scale[:, k]).to(dtype), weight, bias,
+                                        padding)
+                    hidden = _accumulate(hidden, update)
+                total = hidden if total is None else _accumulate(total, hidden)
+                if k < h - 1:
+                    seen = seen + F.conv2d(hidden, through, through_bias)
             return grid + F.conv2d(total, w_out, h * self.out.bias)
+
+
+def _accumulate(total: torch.Tensor, more: torch.Tensor) -> torch.Tensor:
+    """total + more in total's dtype; in place where no gradient needs total's old value (a fresh fp32 sum
+    per add cost as much as the add here)."""
+    return total + more.to(total.dtype) if torch.is_grad_enabled() else total.add_(more)
+
+
+def _conv_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, padding: tuple[int, int]) -> torch.Tensor:
+    """gelu(conv2d(x)). On CPU without a gradient, one oneDNN convolution with the GELU as its post-op (the op
+    torch.compile's CPU backend emits): the GELU is applied to the accumulator before the output is written,
+    skipping a pass over it (a bf16 GELU took 0.5 ms of a 1.7 ms convolution + GELU over 200 grids, README)."""
+    if (x.device.type == "cpu" and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+            and _fused_conv_gelu_works(x.dtype)):
+        return _fused_conv_gelu(x, weight, bias, padding)
+    return F.gelu(F.conv2d(x, weight, bias, padding=padding))
+
+
+def _fused_conv_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, padding: tuple[int, int]) -> torch.Tensor:
+    return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, list(padding), [1, 1], [1, 1], 1, "gelu", [], "none")
+
+
+@functools.cache
+def _fused_conv_gelu_works(dtype: torch.dtype) -> bool:
+    """Whether this build and CPU run the fused op in ``dtype`` and agree with the unfused one: a private op,
+    present only where torch was built with oneDNN, so it is tried once and the plain path kept otherwise."""
+    if dtype not in (torch.float32, torch.bfloat16) or not torch.backends.mkldnn.is_available():
+        return False
+    x, weight, bias = (torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dtype)
+                       for shape in ((2, 3, 5, 5), (4, 3, 3, 3), (4,)))
+    try:
+        with torch.no_grad():
+            fused = _fused_conv_gelu(x, weight, bias, (1, 1)).float()
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+    expected = F.gelu(F.conv2d(x.float(), weight.float(), bias.float(), padding=1))
+    return bool(torch.allclose(fused, expected, atol=0.05, rtol=0.02))

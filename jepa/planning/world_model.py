@@ -146,7 +146,8 @@ def latent_cost(kind: str = "final", disagreement: float = 0.0, blur: Sequence[i
 
     def cost(pred: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         steps = pred[:, -1:] if kind == "final" else pred  # [S, h, M, N, D]
-        diff = steps.mean(dim=2) - goal.unsqueeze(1)  # blurring is linear: blur(pred) - blur(goal) = blur(diff)
+        mean = steps[:, :, 0] if steps.shape[2] == 1 else steps.mean(dim=2)  # one predictor: no copy to average
+        diff = mean - goal.unsqueeze(1)  # blurring is linear: blur(pred) - blur(goal) = blur(diff)
         energy = sum(blurred_l1(diff, size) for size in blur).sum(dim=1)
         if disagreement and pred.shape[2] > 1:
             energy = energy + disagreement * steps.std(dim=2).mean(dim=(2, 3)).sum(dim=1)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from jepa.models.ac_predictor import ac_losses, change_weighted_l1
-from jepa.models.grid_predictor import GridACPredictor
+from jepa.models.grid_predictor import GridACPredictor, _conv_gelu
 
 
 def small(**kw):
@@ -64,6 +64,9 @@ def test_last_frame_in_the_body_width_is_whole_steps():
     last = model.rollout(context, actions, last_only=True)[:, 0]
     expected = stepped(model, context, actions)[:, -1]
     torch.testing.assert_close(last, expected, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # the planner's path: the fused convolution + GELU, sums in place
+        torch.testing.assert_close(model.rollout(context, actions, last_only=True)[:, 0], expected,
+                                   atol=1e-5, rtol=1e-5)
     weights = torch.randn_like(last)
     grads = torch.autograd.grad((last * weights).sum(), list(model.parameters()))
     expected_grads = torch.autograd.grad((expected * weights).sum(), list(model.parameters()))
@@ -86,6 +89,24 @@ def test_last_frame_in_bf16_is_closer_to_fp32_than_whole_steps_in_bf16():
     assert fast.dtype == torch.float32
     assert (fast - exact).abs().mean() < (stepped_bf16 - exact).abs().mean()
     assert (fast - exact).abs().mean() < 0.02 * change
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_fused_convolution_and_gelu_is_the_plain_pair(dtype, tol):
+    """The oneDNN convolution with GELU as its post-op (used without a gradient) against conv2d then gelu in
+    fp32; with a gradient the plain pair runs and the gradient flows."""
+    x = torch.randn(6, 8, 13, 13).contiguous(memory_format=torch.channels_last)
+    conv = torch.nn.Conv2d(8, 8, 3, padding=1).to(memory_format=torch.channels_last)
+    expected = F.gelu(conv(x))
+    weight, bias = conv.weight.to(dtype), conv.bias.to(dtype)
+    with torch.no_grad():
+        out = _conv_gelu(x.to(dtype), weight, bias, (1, 1))
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), expected, atol=tol, rtol=tol)
+    x.requires_grad_(True)
+    grad, = torch.autograd.grad(_conv_gelu(x, conv.weight, conv.bias, (1, 1)).sum(), x)
+    expected_grad, = torch.autograd.grad(F.gelu(conv(x)).sum(), x)
+    torch.testing.assert_close(grad, expected_grad)
 
 
 def test_step_matches_the_convolutions_written_out_in_the_default_layout():
