@@ -124,6 +124,8 @@ class GridACPredictor(nn.Module):
         (README).
         """
         h, b = actions.shape[1], actions.shape[0]
+        if grid.shape[0] > 1 and grid.stride(0) == 0:  # one start broadcast to every sample (a planner's call):
+            grid = grid[:1]  # its input convolution once, not once per sample
         grid = grid.contiguous(memory_format=torch.channels_last)
         device = grid.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else self.out.weight.dtype
@@ -158,7 +160,8 @@ def _conv_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, paddin
     """gelu(conv2d(x)). On CPU without a gradient, one oneDNN convolution with the GELU as its post-op (the op
     torch.compile's CPU backend emits): the GELU is applied to the accumulator before the output is written,
     skipping a pass over it (a bf16 GELU took 0.5 ms of a 1.7 ms convolution + GELU over 200 grids, README)."""
-    if (x.device.type == "cpu" and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+    if (x.device.type == "cpu" and torch.backends.mkldnn.enabled
+            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
             and _fused_conv_gelu_works(x.dtype)):
         return _fused_conv_gelu(x, weight, bias, padding)
     return F.gelu(F.conv2d(x, weight, bias, padding=padding))

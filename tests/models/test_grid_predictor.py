@@ -67,6 +67,9 @@ def test_last_frame_in_the_body_width_is_whole_steps():
     with torch.no_grad():  # the planner's path: the fused convolution + GELU, sums in place
         torch.testing.assert_close(model.rollout(context, actions, last_only=True)[:, 0], expected,
                                    atol=1e-5, rtol=1e-5)
+        shared = context[:1].expand(3, -1, -1, -1)  # one start for every sample, as a planner passes it
+        torch.testing.assert_close(model.rollout(shared, actions, last_only=True)[:, 0],
+                                   stepped(model, shared.contiguous(), actions)[:, -1], atol=1e-5, rtol=1e-5)
     weights = torch.randn_like(last)
     grads = torch.autograd.grad((last * weights).sum(), list(model.parameters()))
     expected_grads = torch.autograd.grad((expected * weights).sum(), list(model.parameters()))
