@@ -45,9 +45,10 @@ def resolve_episodes(episodes_file: str | None, seed: int | None, n: int) -> tup
 
 
 def build_planner(p: PlannerConfig, action_dim: int = 2):
+    """``p``'s planner, its samples split across the threads torch was given (``--threads``)."""
     common = dict(horizon=p.horizon, action_dim=action_dim, low=-p.action_bound, high=p.action_bound,
                   samples=p.samples, iterations=p.iterations, elites=p.elites, init_std=p.init_std,
-                  repeat=p.repeat, seed=p.seed)
+                  repeat=p.repeat, seed=p.seed, workers=torch.get_num_threads())
     return MPPI(temperature=p.temperature, **common) if p.kind == "mppi" else CEM(**common)
 
 

@@ -9,8 +9,10 @@ the loop has no host syncs.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -47,13 +49,21 @@ class SamplingPlanner:
 
     Every iteration evaluates ``samples`` sequences, the current mean (clamped to the bounds) among
     them, so the returned plan is never worse than the warm start.
+
+    With ``workers`` > 1 (on CPU) the samples are evaluated in that many parts on as many threads, each
+    part's operations on one thread: a world model's many small operations on a few hundred samples
+    share two cores better that way than split inside each operation (8-20 % faster per planning call
+    with two, README). Costs are per sample, so the parts give the costs of the whole batch.
     """
 
     def __init__(self, *, horizon: int, action_dim: int, low: float | torch.Tensor, high: float | torch.Tensor,
                  samples: int = 200, iterations: int = 20, elites: int = 20, init_std: float = 1.0,
-                 min_std: float = 0.05, repeat: int = 1, seed: int = 0, device: torch.device | str = "cpu") -> None:
+                 min_std: float = 0.05, repeat: int = 1, seed: int = 0, device: torch.device | str = "cpu",
+                 workers: int = 1) -> None:
         if repeat < 1:
             raise ValueError(f"repeat must be >= 1, got {repeat}")
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         if horizon < 1 or action_dim < 1 or iterations < 1:
             raise ValueError("horizon, action_dim and iterations must be >= 1")
         if samples < 2 or not 1 <= elites <= samples:
@@ -71,6 +81,21 @@ class SamplingPlanner:
         if not bool((self.low < self.high).all()):
             raise ValueError(f"action bounds need low < high, got low={self.low.tolist()} high={self.high.tolist()}")
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.workers = workers if self.device.type == "cpu" else 1
+
+    def evaluate(self, rollout: Rollout, cost: Cost, actions: torch.Tensor) -> torch.Tensor:
+        """cost(rollout(actions)) -> [S], in ``workers`` parts on as many threads, each with one intra-op thread
+        (torch's thread count is process-wide, so it is lowered for the parts and restored after)."""
+        if self.workers == 1:
+            return cost(rollout(actions))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            pool = _pool(self.workers)
+            parts = [pool.submit(lambda a: cost(rollout(a)), part) for part in actions.chunk(self.workers)]
+            return torch.cat([part.result() for part in parts])
+        finally:
+            torch.set_num_threads(threads)
 
     def check_actions(self, actions: torch.Tensor, what: str) -> None:
         """Refuse a sequence of the wrong shape or outside the bounds (a clear error, not a silent clamp)."""
@@ -108,7 +133,7 @@ class SamplingPlanner:
             samples.mul_(std).add_(mean)
             samples[0] = mean
             samples.clamp_(self.low, self.high)
-            costs = cost(rollout(self.expand(samples)))
+            costs = self.evaluate(rollout, cost, self.expand(samples))
             if costs.shape != (self.samples,):
                 raise ValueError(f"cost must return one value per sample [{self.samples}], got {tuple(costs.shape)}")
             i = torch.argmin(costs)
@@ -122,6 +147,12 @@ class SamplingPlanner:
 
     def update(self, elites: torch.Tensor, costs: torch.Tensor, mean: torch.Tensor, std: torch.Tensor):
         raise NotImplementedError
+
+
+@functools.cache
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """One thread pool per worker count for every planner (agents build planners per episode)."""
+    return ThreadPoolExecutor(workers, thread_name_prefix="planner")
 
 
 class CEM(SamplingPlanner):
@@ -140,10 +171,10 @@ class MPPI(SamplingPlanner):
     def __init__(self, *, horizon: int, action_dim: int, low: float | torch.Tensor, high: float | torch.Tensor,
                  samples: int = 200, iterations: int = 20, elites: int = 20, init_std: float = 1.0,
                  min_std: float = 0.05, repeat: int = 1, seed: int = 0, device: torch.device | str = "cpu",
-                 temperature: float = 0.5) -> None:
+                 workers: int = 1, temperature: float = 0.5) -> None:
         super().__init__(horizon=horizon, action_dim=action_dim, low=low, high=high, samples=samples,
                          iterations=iterations, elites=elites, init_std=init_std, min_std=min_std, repeat=repeat,
-                         seed=seed, device=device)
+                         seed=seed, device=device, workers=workers)
         if temperature <= 0:
             raise ValueError("temperature must be > 0")
         self.temperature = temperature

@@ -1,6 +1,7 @@
 """CEM / MPPI / the receding-horizon agent against mock world models with known optima."""
 
 import inspect
+import threading
 
 import pytest
 import torch
@@ -57,6 +58,43 @@ def test_seeded_and_warm_start_never_worse(kind):
     good = run(0, iterations=15)
     warm = run(5, init=good.actions, iterations=1)
     assert float(warm.cost) <= float(good.cost) + 1e-6
+
+
+@pytest.mark.parametrize("kind", [CEM, MPPI])
+def test_workers_split_the_samples_and_plan_the_same(kind):
+    """With workers=2 each iteration's samples are evaluated in two halves on pool threads with one torch
+    thread each; per-sample costs make the plan the same as in one batch, and torch's thread count is
+    restored afterwards, also when the cost raises."""
+    goal = torch.tensor([[3.0, -2.0]])
+    seen = []
+
+    def rollout(a):
+        seen.append((a.shape[0], threading.current_thread() is threading.main_thread(), torch.get_num_threads()))
+        return integrator(torch.zeros(1, 2), a)
+
+    def cost(p):
+        return final_distance(1)(p, goal)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        one = make(kind, iterations=4).plan(rollout, cost)
+        seen.clear()
+        split = make(kind, iterations=4, workers=2).plan(rollout, cost)
+        assert seen == [(64, False, 1)] * 8
+        assert torch.get_num_threads() == 2
+        torch.testing.assert_close(split.actions, one.actions)
+
+        def broken(p):
+            raise RuntimeError("cost failed")
+
+        with pytest.raises(RuntimeError, match="cost failed"):
+            make(kind, workers=2).plan(rollout, broken)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    with pytest.raises(ValueError, match="workers"):
+        make(kind, workers=0)
 
 
 def test_mppi_takes_every_parameter_of_the_sampling_planner():
