@@ -63,13 +63,14 @@ def test_seeded_and_warm_start_never_worse(kind):
 @pytest.mark.parametrize("kind", [CEM, MPPI])
 def test_workers_split_the_samples_and_plan_the_same(kind):
     """With workers=2 each iteration's samples are evaluated in two halves on pool threads with one torch
-    thread each; per-sample costs make the plan the same as in one batch, and torch's thread count is
-    restored afterwards, also when the cost raises."""
+    thread each and the caller's grad mode; per-sample costs make the plan the same as in one batch, and
+    torch's thread count is restored afterwards, also when the cost raises."""
     goal = torch.tensor([[3.0, -2.0]])
     seen = []
 
     def rollout(a):
-        seen.append((a.shape[0], threading.current_thread() is threading.main_thread(), torch.get_num_threads()))
+        seen.append((a.shape[0], threading.current_thread() is threading.main_thread(), torch.get_num_threads(),
+                     torch.is_grad_enabled()))
         return integrator(torch.zeros(1, 2), a)
 
     def cost(p):
@@ -81,7 +82,11 @@ def test_workers_split_the_samples_and_plan_the_same(kind):
         one = make(kind, iterations=4).plan(rollout, cost)
         seen.clear()
         split = make(kind, iterations=4, workers=2).plan(rollout, cost)
-        assert seen == [(64, False, 1)] * 8
+        assert seen == [(64, False, 1, True)] * 8
+        seen.clear()
+        with torch.no_grad():
+            make(kind, iterations=1, workers=2).plan(rollout, cost)
+        assert seen == [(64, False, 1, False)] * 2
         assert torch.get_num_threads() == 2
         torch.testing.assert_close(split.actions, one.actions)
 
