@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -99,6 +99,7 @@ class SamplingPlanner:
         torch.set_num_threads(1)
         try:
             parts = [_pool(self.workers).submit(part_cost, part) for part in actions.chunk(self.workers)]
+            wait(parts)  # every part done before the thread count goes back, also where one raised
             return torch.cat([part.result() for part in parts])
         finally:
             torch.set_num_threads(threads)
