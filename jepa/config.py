@@ -234,6 +234,7 @@ class GridPredictorConfig:
     width: int = 32
     depth: int = 3
     kernel: int = 3
+    dilation: tuple[int, ...] = ()  # one per layer (empty: all 1); wider sight at the same cost
 
 
 @dataclass
@@ -339,6 +340,8 @@ def load_plan_config(path: str | Path | None = None, overrides: list[str] | tupl
         (p.disagreement == 0 or w.ensemble > 1, "planner.disagreement needs world_model.ensemble > 1"),
         (w.change_weight >= 0 and w.drift_weight >= 0, "world_model.change_weight and drift_weight must be >= 0"),
         (w.drift_weight == 0 or w.rollout_steps > 0, "world_model.drift_weight needs rollout_steps > 0"),
+        (not w.grid.dilation or (len(w.grid.dilation) == w.grid.depth and min(w.grid.dilation) >= 1),
+         f"world_model.grid.dilation {list(w.grid.dilation)} needs one value >= 1 per layer (depth {w.grid.depth})"),
     ]
     for ok, message in checks:
         if not ok:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,7 @@ class GridACPredictor(nn.Module):
     """feats [B, T, N, D] (N = side x side tokens, row-major), actions [B, T, A] -> next features [B, T, N, D]."""
 
     def __init__(self, *, feature_dim: int, action_dim: int, num_tokens: int, width: int = 32, depth: int = 3,
-                 kernel: int = 3) -> None:
+                 kernel: int = 3, dilation: Sequence[int] = ()) -> None:
         super().__init__()
         side = math.isqrt(num_tokens)
         if side * side != num_tokens:
@@ -38,10 +39,14 @@ class GridACPredictor(nn.Module):
                              "(use world_model.pool: 0 or a pool side, not a non-square grid)")
         if min(feature_dim, action_dim, width, depth) < 1 or kernel < 1 or kernel % 2 == 0:
             raise ValueError("feature_dim, action_dim, width and depth must be >= 1 and kernel odd")
+        dilation = tuple(dilation) or (1,) * depth
+        if len(dilation) != depth or min(dilation) < 1:
+            raise ValueError(f"dilation needs one value >= 1 per layer ({depth}), got {dilation}")
         self.feature_dim, self.action_dim, self.num_tokens, self.side = feature_dim, action_dim, num_tokens, side
         self.inp = nn.Conv2d(feature_dim + action_dim, width, 1)
         self.film = nn.ModuleList(nn.Linear(action_dim, 2 * width) for _ in range(depth))
-        self.body = nn.ModuleList(nn.Conv2d(width, width, kernel, padding=kernel // 2) for _ in range(depth))
+        self.body = nn.ModuleList(nn.Conv2d(width, width, kernel, padding=d * (kernel // 2), dilation=d)
+                                  for d in dilation)
         self.out = nn.Conv2d(width, feature_dim, 1)
         nn.init.zeros_(self.out.weight)  # starts as "nothing changes", the best guess for most tokens
         nn.init.zeros_(self.out.bias)
@@ -136,13 +141,13 @@ class GridACPredictor(nn.Module):
             seen = F.conv2d(grid, w_in)
             action_bias = F.linear(actions, self.inp.weight[:, self.feature_dim:, 0, 0], self.inp.bias)
             films = [film(actions).view(b, h, -1, 1, 1).chunk(2, dim=2) for film in self.film]  # all steps at once
-            convs = [(conv.weight.to(dtype), conv.bias.to(dtype), conv.padding) for conv in self.body]
+            convs = [(conv.weight.to(dtype), conv.bias.to(dtype), conv.padding, conv.dilation) for conv in self.body]
             total = None
             for k in range(h):
                 hidden = seen + action_bias[:, k].view(b, -1, 1, 1)
-                for (scale, shift), (weight, bias, padding) in zip(films, convs):
+                for (scale, shift), (weight, bias, padding, dilation) in zip(films, convs):
                     update = _conv_gelu(torch.addcmul(shift[:, k], hidden, 1 + scale[:, k]).to(dtype), weight, bias,
-                                        padding)
+                                        padding, dilation)
                     hidden = _accumulate(hidden, update)
                 total = hidden if total is None else _accumulate(total, hidden)
                 if k < h - 1:
@@ -156,19 +161,22 @@ def _accumulate(total: torch.Tensor, more: torch.Tensor) -> torch.Tensor:
     return total + more.to(total.dtype) if torch.is_grad_enabled() else total.add_(more)
 
 
-def _conv_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, padding: tuple[int, int]) -> torch.Tensor:
+def _conv_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, padding: tuple[int, int],
+               dilation: tuple[int, int] = (1, 1)) -> torch.Tensor:
     """gelu(conv2d(x)). On CPU without a gradient, one oneDNN convolution with the GELU as its post-op (the op
     torch.compile's CPU backend emits): the GELU is applied to the accumulator before the output is written,
     skipping a pass over it (a bf16 GELU took 0.5 ms of a 1.7 ms convolution + GELU over 200 grids, README)."""
     if (x.device.type == "cpu" and torch.backends.mkldnn.enabled
             and not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, weight, bias)))
             and _fused_conv_gelu_works(x.dtype)):
-        return _fused_conv_gelu(x, weight, bias, padding)
-    return F.gelu(F.conv2d(x, weight, bias, padding=padding))
+        return _fused_conv_gelu(x, weight, bias, padding, dilation)
+    return F.gelu(F.conv2d(x, weight, bias, padding=padding, dilation=dilation))
 
 
-def _fused_conv_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, padding: tuple[int, int]) -> torch.Tensor:
-    return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, list(padding), [1, 1], [1, 1], 1, "gelu", [], "none")
+def _fused_conv_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, padding: tuple[int, int],
+                     dilation: tuple[int, int] = (1, 1)) -> torch.Tensor:
+    return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, list(padding), [1, 1], list(dilation), 1, "gelu",
+                                                   [], "none")
 
 
 @functools.cache

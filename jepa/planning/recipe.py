@@ -97,7 +97,8 @@ def build_predictor(cfg: PlanConfig, encoder: FrameEncoder, action_dim: int) -> 
     w = cfg.world_model
     sizes = dict(feature_dim=encoder.dim, action_dim=action_dim * w.frameskip, num_tokens=encoder.num_tokens)
     if w.predictor == "grid":
-        return GridACPredictor(**sizes, width=w.grid.width, depth=w.grid.depth, kernel=w.grid.kernel)
+        return GridACPredictor(**sizes, width=w.grid.width, depth=w.grid.depth, kernel=w.grid.kernel,
+                               dilation=w.grid.dilation)
     return ACPredictor(**sizes, embed_dim=w.embed_dim, depth=w.depth, num_heads=w.num_heads, max_frames=w.window)
 
 

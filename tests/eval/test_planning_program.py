@@ -118,6 +118,9 @@ def test_plan_config_rejects_unknown_and_inconsistent_keys():
         load_plan_config(None, ["world_model.predictor=cnn"])
     with pytest.raises(ConfigError, match="drift_weight needs"):
         load_plan_config(None, ["world_model.drift_weight=1", "world_model.rollout_steps=0"])
+    with pytest.raises(ConfigError, match=r"grid.dilation \[1, 2\] needs one value >= 1 per layer \(depth 3\)"):
+        load_plan_config(None, ["world_model.grid.dilation=[1, 2]"])
+    assert load_plan_config(None, ["world_model.grid.dilation=[1, 2, 1]"]).world_model.grid.dilation == (1, 2, 1)
     with pytest.raises(ConfigError, match=r"stuck_horizon \(45\) must exceed planner.horizon \(45\)"):
         load_plan_config(None, ["planner.horizon=45", "planner.stuck_horizon=45"])
     with pytest.raises(ConfigError, match="stuck_margin"):

@@ -35,6 +35,27 @@ def test_a_shifted_input_gives_the_shifted_output_away_from_the_border():
     assert not torch.allclose(out, grid, atol=1e-3)  # it does change the frame
 
 
+@pytest.mark.parametrize("dilation", [(), (1, 2), (2, 3)])
+def test_a_token_reaches_the_offsets_its_dilated_kernels_add_up_to(dilation):
+    """One changed token changes the output exactly at the offsets that sums of one offset per layer reach (each
+    layer: 0 through its residual, or d x {-1, 0, 1} in each axis). Dilations (2, 3) skip +-4: the gaps."""
+    model = small(num_tokens=169, dilation=dilation).eval()
+    grid = torch.randn(1, 1, 169, 4)
+    poked = grid.clone()
+    poked[0, 0, 6 * 13 + 6] += 1.0  # the centre token
+    action = torch.randn(1, 1, 2)
+    with torch.no_grad():
+        changed = (as_grid(model(poked, action) - model(grid, action), 13)[0, 0].abs().sum(0) > 1e-6)
+    reach = {0}
+    for d in dilation or (1, 1):
+        reach = {r + d * i for r in reach for i in (-1, 0, 1)}
+    expected = torch.zeros(13, 13, dtype=torch.bool)
+    for dy in reach:
+        for dx in reach:
+            expected[6 + dy, 6 + dx] = True
+    assert torch.equal(changed, expected)
+
+
 def stepped(model, context, actions):
     """Reference rollout: one forward (a whole step, D-wide) per planned action from the last context frame."""
     frame, frames = context[:, -1:], []
@@ -55,10 +76,11 @@ def test_rollout_is_repeated_single_steps_from_the_last_context_frame():
     assert torch.allclose(out, expected, atol=1e-5)
 
 
-def test_last_frame_in_the_body_width_is_whole_steps():
+@pytest.mark.parametrize("dilation", [(), (1, 2)])
+def test_last_frame_in_the_body_width_is_whole_steps(dilation):
     """The last frame computed in the body's width (the output and next input 1 x 1 convolutions folded into
     one W x W map) equals whole steps, the output bias included, with the same gradients."""
-    model = small()
+    model = small(dilation=dilation)
     torch.nn.init.normal_(model.out.bias, std=0.1)
     context, actions = torch.randn(3, 2, 49, 4), torch.randn(3, 1 + 5, 2)
     last = model.rollout(context, actions, last_only=True)[:, 0]
@@ -94,20 +116,21 @@ def test_last_frame_in_bf16_is_closer_to_fp32_than_whole_steps_in_bf16():
     assert (fast - exact).abs().mean() < 0.02 * change
 
 
+@pytest.mark.parametrize("dilation", [1, 2])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
-def test_fused_convolution_and_gelu_is_the_plain_pair(dtype, tol):
+def test_fused_convolution_and_gelu_is_the_plain_pair(dtype, tol, dilation):
     """The oneDNN convolution with GELU as its post-op (used without a gradient) against conv2d then gelu in
     fp32; with a gradient the plain pair runs and the gradient flows."""
     x = torch.randn(6, 8, 13, 13).contiguous(memory_format=torch.channels_last)
-    conv = torch.nn.Conv2d(8, 8, 3, padding=1).to(memory_format=torch.channels_last)
+    conv = torch.nn.Conv2d(8, 8, 3, padding=dilation, dilation=dilation).to(memory_format=torch.channels_last)
     expected = F.gelu(conv(x))
     weight, bias = conv.weight.to(dtype), conv.bias.to(dtype)
     with torch.no_grad():
-        out = _conv_gelu(x.to(dtype), weight, bias, (1, 1))
+        out = _conv_gelu(x.to(dtype), weight, bias, conv.padding, conv.dilation)
     assert out.dtype == dtype
     torch.testing.assert_close(out.float(), expected, atol=tol, rtol=tol)
     x.requires_grad_(True)
-    grad, = torch.autograd.grad(_conv_gelu(x, conv.weight, conv.bias, (1, 1)).sum(), x)
+    grad, = torch.autograd.grad(_conv_gelu(x, conv.weight, conv.bias, conv.padding, conv.dilation).sum(), x)
     expected_grad, = torch.autograd.grad(F.gelu(conv(x)).sum(), x)
     torch.testing.assert_close(grad, expected_grad)
 
@@ -231,6 +254,9 @@ def test_bad_input():
         GridACPredictor(feature_dim=4, action_dim=2, num_tokens=12)
     with pytest.raises(ValueError, match="kernel odd"):
         GridACPredictor(feature_dim=4, action_dim=2, num_tokens=9, kernel=2)
+    for dilation in ((1,), (1, 0)):
+        with pytest.raises(ValueError, match="one value >= 1 per layer"):
+            GridACPredictor(feature_dim=4, action_dim=2, num_tokens=9, depth=2, dilation=dilation)
     model = small()
     with pytest.raises(ValueError, match="match the encoder"):
         model(torch.randn(1, 2, 49, 5), torch.randn(1, 2, 2))
