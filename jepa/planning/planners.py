@@ -9,14 +9,14 @@ the loop has no host syncs.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+
+from jepa.single_threaded import run_single_threaded
 
 Rollout = Callable[[torch.Tensor], torch.Tensor]
 Cost = Callable[[torch.Tensor], torch.Tensor]
@@ -85,24 +85,11 @@ class SamplingPlanner:
 
     def evaluate(self, rollout: Rollout, cost: Cost, actions: torch.Tensor) -> torch.Tensor:
         """cost(rollout(actions)) -> [S], in ``workers`` parts on as many threads, each with one intra-op thread
-        (torch's thread count is process-wide, so it is lowered for the parts and restored after) and the
-        caller's grad mode (which is per thread)."""
+        (:func:`run_single_threaded`)."""
         if self.workers == 1:
             return cost(rollout(actions))
-        grad = torch.is_grad_enabled()
-
-        def part_cost(part: torch.Tensor) -> torch.Tensor:
-            with torch.set_grad_enabled(grad):
-                return cost(rollout(part))
-
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            parts = [_pool(self.workers).submit(part_cost, part) for part in actions.chunk(self.workers)]
-            wait(parts)  # every part done before the thread count goes back, also where one raised
-            return torch.cat([part.result() for part in parts])
-        finally:
-            torch.set_num_threads(threads)
+        parts = [lambda part=part: cost(rollout(part)) for part in actions.chunk(self.workers)]
+        return torch.cat(run_single_threaded(parts, self.workers))
 
     def check_actions(self, actions: torch.Tensor, what: str) -> None:
         """Refuse a sequence of the wrong shape or outside the bounds (a clear error, not a silent clamp)."""
@@ -154,12 +141,6 @@ class SamplingPlanner:
 
     def update(self, elites: torch.Tensor, costs: torch.Tensor, mean: torch.Tensor, std: torch.Tensor):
         raise NotImplementedError
-
-
-@functools.cache
-def _pool(workers: int) -> ThreadPoolExecutor:
-    """One thread pool per worker count for every planner (agents build planners per episode)."""
-    return ThreadPoolExecutor(workers, thread_name_prefix="planner")
 
 
 class CEM(SamplingPlanner):

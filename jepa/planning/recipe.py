@@ -26,6 +26,7 @@ from jepa.models.grid_predictor import GridACPredictor
 from jepa.planning import trajectories as T
 from jepa.planning.world_model import FrameEncoder, LatentWorldModel
 from jepa.precision import resolve_precision
+from jepa.single_threaded import run_single_threaded
 
 WORLD_MODEL = "world_model.pt"
 # Layout of world_model.pt. 2: predictors with rotary frame positions and a sliding window (no ``frame_pos``);
@@ -141,25 +142,35 @@ def train_predictors(cfg: PlanConfig, data: dict[str, torch.Tensor], encoder: Fr
     # predicted change to its fp32 input)
     dtype = resolve_precision(w.precision, torch.device("cpu"))
     gens = [torch.Generator().manual_seed(cfg.seed * 1000 + m + 7919 * start) for m in range(w.ensemble)]
+    # members are independent: with several torch threads each trains on its own single-threaded worker
+    workers = min(w.ensemble, torch.get_num_threads())
     log = path.with_name("world_model_metrics.jsonl")
     t0 = time.perf_counter()
+
+    def member_step(m: int, lr: float) -> dict[str, torch.Tensor]:
+        p, opt, g = predictors[m], optimizers[m], gens[m]
+        for group in opt.param_groups:
+            group["lr"] = lr
+        traj = torch.randint(n, (w.batch_size,), generator=g)
+        offset = torch.randint(frames - span + 1, (w.batch_size,), generator=g)
+        steps = offset.view(-1, 1) + torch.arange(span)
+        f = feats[traj.view(-1, 1), steps].float()
+        a = actions[traj.view(-1, 1), steps[:, :-1]]
+        with torch.autocast("cpu", dtype=dtype) if dtype else nullcontext():
+            terms = ac_losses(p, f, a, w.rollout_steps, w.change_weight, w.drift_weight)
+        opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        opt.step()
+        return {k: v.detach() for k, v in terms.items()}
+
     for step in range(start, w.steps):
         lr = float(w.lr * 0.5 * (1 + np.cos(np.pi * step / w.steps)))
-        records = {}
-        for m, (p, opt, g) in enumerate(zip(predictors, optimizers, gens)):
-            for group in opt.param_groups:
-                group["lr"] = lr
-            traj = torch.randint(n, (w.batch_size,), generator=g)
-            offset = torch.randint(frames - span + 1, (w.batch_size,), generator=g)
-            steps = offset.view(-1, 1) + torch.arange(span)
-            f = feats[traj.view(-1, 1), steps].float()
-            a = actions[traj.view(-1, 1), steps[:, :-1]]
-            with torch.autocast("cpu", dtype=dtype) if dtype else nullcontext():
-                terms = ac_losses(p, f, a, w.rollout_steps, w.change_weight, w.drift_weight)
-            opt.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            opt.step()
-            records = {k: records.get(k, 0.0) + terms[k].detach() / w.ensemble for k in terms}
+        tasks = [lambda m=m: member_step(m, lr) for m in range(w.ensemble)]
+        if workers > 1:
+            member_terms = run_single_threaded(tasks, workers, flush_denormal=True)
+        else:
+            member_terms = [task() for task in tasks]
+        records = {k: sum(t[k] for t in member_terms) / w.ensemble for k in member_terms[0]}
         done = step + 1
         if done % w.log_every == 0 or done == w.steps:
             rec = {"step": done, "lr": lr, **{k: float(v) for k, v in records.items()},

@@ -10,6 +10,7 @@ import torch
 
 from jepa.config import load_plan_config
 from jepa.planning.recipe import train_predictors
+from jepa.single_threaded import run_single_threaded
 
 
 def test_evaluate_stage_imports_from_outside_the_checkout(tmp_path):
@@ -40,3 +41,36 @@ def test_world_model_precision_sets_the_predictors_compute_dtype(tmp_path, preci
     assert all(p.dtype == torch.float32 for p in predictor.parameters())
     with torch.no_grad():
         assert predictor(data["features"][:1, :1], data["actions"][:1, :1]).dtype == torch.float32
+
+
+def test_ensemble_members_train_side_by_side_exactly_as_one_after_another(tmp_path, monkeypatch):
+    """With two torch threads the two members train on two single-threaded workers (about one member's wall
+    time on two cores, README); each member's arithmetic is the same, so the weights are identical."""
+    from jepa.planning import recipe
+
+    cfg = load_plan_config(None, ["world_model.predictor=grid", "world_model.pool=0", "world_model.window=2",
+                                  "world_model.rollout_steps=1", "world_model.steps=3", "world_model.batch_size=2",
+                                  "world_model.grid.width=4", "world_model.grid.depth=1", "world_model.ensemble=2",
+                                  "world_model.precision=fp32", "world_model.log_every=1"])
+    encoder = SimpleNamespace(dim=4, num_tokens=9)
+    data = {"features": torch.randn(3, 4, 9, 4), "actions": torch.randn(3, 3, 2 * cfg.world_model.frameskip)}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    calls = []
+    monkeypatch.setattr(recipe, "run_single_threaded",
+                        lambda tasks, workers, **kw: calls.append(workers) or run_single_threaded(tasks, workers, **kw))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one_after_another = train_predictors(cfg, data, encoder, tmp_path / "a" / "wm.pt", {})
+        assert calls == []
+        torch.set_num_threads(2)
+        side_by_side = train_predictors(cfg, data, encoder, tmp_path / "b" / "wm.pt", {})
+        assert calls == [2, 2, 2] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(one_after_another, side_by_side, strict=True):
+        for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+            assert torch.equal(x, y), name
+    first, second = (next(iter(p.parameters())) for p in one_after_another)
+    assert not torch.equal(first, second)  # two members, not one trained twice
