@@ -150,7 +150,10 @@ def latent_cost(kind: str = "final", disagreement: float = 0.0, blur: Sequence[i
         diff = mean - goal.unsqueeze(1)  # blurring is linear: blur(pred) - blur(goal) = blur(diff)
         energy = sum(blurred_l1(diff, size) for size in blur).sum(dim=1)
         if disagreement and pred.shape[2] > 1:
-            energy = energy + disagreement * steps.std(dim=2).mean(dim=(2, 3)).sum(dim=1)
+            # the members' standard deviation, written out: torch.std over this middle dimension took 360 ms for
+            # 300 samples of 2 x 169 x 64 on one thread, this 27 ms (the planning call 2.3 s instead of 1.2 s)
+            spread = (steps - mean.unsqueeze(2)).pow(2).sum(dim=2).div(steps.shape[2] - 1).sqrt()
+            energy = energy + disagreement * spread.mean(dim=(2, 3)).sum(dim=1)
         return energy
 
     return cost

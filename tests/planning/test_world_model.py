@@ -44,6 +44,8 @@ def test_latent_cost_matches_formula():
     assert torch.allclose(summed, (pred.mean(2) - goal.unsqueeze(1)).abs().mean(dim=(2, 3)).sum(1), atol=1e-5)
     spread = latent_cost("final", disagreement=2.0)(pred, goal) - final
     assert torch.allclose(spread, 2.0 * pred[:, -1].std(dim=1).mean(dim=(1, 2)), atol=1e-5)
+    spread = latent_cost("summed", disagreement=0.5)(pred, goal) - summed
+    assert torch.allclose(spread, 0.5 * pred.std(dim=2).mean(dim=(2, 3)).sum(1), atol=1e-5)
     with pytest.raises(ValueError, match="final"):
         latent_cost("mean")
 
