@@ -1,4 +1,5 @@
-"""The recipe as an installed command runs from any folder; the world-model stage's compute precision."""
+"""The recipe as an installed command runs from any folder; the world-model stage's compute precision and its
+ensemble members trained side by side."""
 
 import os
 import subprocess
