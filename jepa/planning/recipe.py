@@ -170,9 +170,9 @@ def train_predictors(cfg: PlanConfig, data: dict[str, torch.Tensor], encoder: Fr
             member_terms = run_single_threaded(tasks, workers, flush_denormal=True)
         else:
             member_terms = [task() for task in tasks]
-        records = {k: sum(t[k] for t in member_terms) / w.ensemble for k in member_terms[0]}
         done = step + 1
         if done % w.log_every == 0 or done == w.steps:
+            records = {k: sum(t[k] for t in member_terms) / w.ensemble for k in member_terms[0]}
             rec = {"step": done, "lr": lr, **{k: float(v) for k, v in records.items()},
                    "seconds": round(time.perf_counter() - t0, 1)}
             with log.open("a") as fh:
