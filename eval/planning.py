@@ -58,7 +58,7 @@ def budget(p: PlannerConfig) -> dict[str, Any]:
             "steps": tr.MAX_STEPS, "cost": p.cost, "until_episode_end": p.until_episode_end,
             "init_std": p.init_std, "action_bound": p.action_bound, "disagreement": p.disagreement,
             "blur": list(p.blur), "stuck_horizon": p.stuck_horizon, "stuck_margin": p.stuck_margin,
-            "check_progress": p.check_progress, "precision": p.precision}
+            "check_progress": p.check_progress, "stall_penalty": p.stall_penalty, "precision": p.precision}
 
 
 def imagined_in(model: LatentWorldModel, p: PlannerConfig) -> str:
@@ -105,13 +105,14 @@ def evaluate_agent(make_agent: Callable[[], PlanningAgent], episodes: list[tr.Ep
 
 
 def planning_agent(model: WorldModel, cost: StateCost, p: PlannerConfig) -> PlanningAgent:
-    """An agent with ``p``'s planner, replanning interval, episode countdown and longer look when stuck;
-    final-state costs ask the model for the last state only."""
+    """An agent with ``p``'s planner, replanning interval, episode countdown, longer look when stuck and
+    stall memory; final-state costs ask the model for the last state only."""
     validate_planner(p)
     further = build_planner(dataclasses.replace(p, horizon=p.stuck_horizon)) if p.stuck_horizon else None
     return PlanningAgent(model, build_planner(p), cost, replan_every=p.replan_every,
                          episode_steps=tr.MAX_STEPS if p.until_episode_end else None, final_only=p.cost == "final",
-                         further=further, stuck_margin=p.stuck_margin, check_progress=p.check_progress)
+                         further=further, stuck_margin=p.stuck_margin, check_progress=p.check_progress,
+                         stall_penalty=p.stall_penalty)
 
 
 def oracle_agent(p: PlannerConfig) -> PlanningAgent:

@@ -289,6 +289,9 @@ class PlannerConfig:
     # also look further where the last executed plan did not keep its promise: it was to end ``stuck_margin``
     # below standing still, yet the real state's energy of standing still has not fallen by that margin
     check_progress: bool = False
+    # where the real state's energy of standing still has not fallen ``stuck_margin`` since the last call, remember
+    # the state as a stall; later plans pay stall_penalty * relu(E_k - d(end, stall_k)) for ending near one (0: off)
+    stall_penalty: float = 0.0
     # the dtype the learned model imagines in ("auto": bf16 where this CPU runs it clearly faster, as for
     # training, jepa.precision); the energy and the start and goal features stay fp32
     precision: Literal["auto", "fp32", "bf16"] = "auto"
@@ -361,6 +364,7 @@ def validate_planner(p: PlannerConfig) -> None:
          "further)"),
         (0 <= p.stuck_margin < 1, "planner.stuck_margin must be in [0, 1)"),
         (not p.check_progress or p.stuck_horizon > 0, "planner.check_progress needs planner.stuck_horizon > 0"),
+        (p.stall_penalty >= 0, f"planner.stall_penalty must be >= 0, got {p.stall_penalty}"),
         (bool(p.blur) and all(b >= 1 and b % 2 for b in p.blur), "planner.blur sizes must be odd and >= 1"),
     ]
     for ok, message in checks:

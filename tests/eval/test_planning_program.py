@@ -127,6 +127,8 @@ def test_plan_config_rejects_unknown_and_inconsistent_keys():
         load_plan_config(None, ["planner.stuck_horizon=120", "planner.stuck_margin=1.5"])
     with pytest.raises(ConfigError, match="check_progress needs planner.stuck_horizon > 0"):
         load_plan_config(None, ["planner.stuck_horizon=0", "planner.check_progress=true"])
+    with pytest.raises(ConfigError, match=r"stall_penalty must be >= 0, got -0.5"):
+        load_plan_config(None, ["planner.stall_penalty=-0.5"])
     with pytest.raises(ConfigError, match=r"contact_fraction \(0.6\) must be in \[0, 1 - held_fraction \(0.5\)\]"):
         load_plan_config(None, ["collect.held_fraction=0.5", "collect.contact_fraction=0.6"])
     with pytest.raises(ConfigError, match=r"outer_contact_fraction \(0.3\) must be in \[0, 1 - held_fraction \(0.5\) "

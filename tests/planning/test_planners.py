@@ -260,3 +260,69 @@ def test_stuck_agent_plans_at_the_longer_horizon_for_as_long_as_that_plan_spans(
     # the longer plan alone (still within its 6 steps); steps 6 and 9: the short plan and standing still,
     # not stuck any more
     assert seen == [3, 3, 6, 6, 6, 6, 6, 6, 3, 3, 3, 3]
+
+
+class WallModel(CountingModel):
+    """An integrator with a wall at x = ``wall_x`` for |y| < 4 (a model's belief, or with 1.0 reality)."""
+
+    def __init__(self, wall_x):
+        super().__init__()
+        self.wall_x = wall_x
+
+    def rollout(self, start, actions, *, last_only=False):
+        self.rollouts += 1
+        pos, states = start.expand(actions.shape[0], 2), []
+        for t in range(actions.shape[1]):
+            pos = through_wall(pos, actions[:, t], self.wall_x)
+            states.append(pos)
+        states = torch.stack(states, dim=1)
+        return states[:, -1:] if last_only else states
+
+
+def through_wall(pos, action, wall_x):
+    new = pos + action
+    blocked = (new[:, 1].abs() < 4) & (new[:, 0] > wall_x) & (pos[:, 0] <= wall_x + 1e-6)
+    return torch.stack([torch.where(blocked, torch.full_like(new[:, 0], wall_x), new[:, 0]), new[:, 1]], dim=1)
+
+
+def test_stall_penalty_is_the_formula_and_counts_only_stalls():
+    """A stall is a call where standing still one step is not stuck_margin below the last call's; every
+    plan then pays stall_penalty * relu(E_k - d(end, s_k)) on top of its energy."""
+    cost = final_distance(1)
+    agent = PlanningAgent(CountingModel(), make(CEM, horizon=3, iterations=1), cost, replan_every=3,
+                          stall_penalty=2.0, stuck_margin=0.05)
+    goal = torch.tensor([5.0, 0.0])
+    agent.reset(goal)
+    for state in ([0.0, 0.0], [1.0, 0.0], [1.0, 0.1]):  # energy 2.5 -> 2 (progress), 2 -> 2.05 (a stall)
+        agent.queue = []
+        agent.act(torch.tensor(state))
+    assert len(agent.stalls) == 1
+    stall, energy = agent.stalls[0]
+    assert torch.equal(stall, torch.tensor([[1.0, 0.1]])) and energy == pytest.approx(4.1 / 2)
+    rollout, objective = agent.objective(agent.planner, torch.tensor([[1.0, 0.1]]), 3)
+    actions = torch.rand(64, 3, 2) * 2 - 1
+    pred = rollout(actions)
+    expected = cost(pred, goal.view(1, 2)) + 2.0 * torch.relu(energy - (pred[:, -1] - stall).abs().mean(1))
+    assert torch.allclose(objective(pred), expected)
+    assert (objective(pred) > cost(pred, goal.view(1, 2))).any()
+    with pytest.raises(ValueError, match="stall_penalty"):
+        PlanningAgent(CountingModel(), make(CEM, horizon=3), cost, stall_penalty=-1.0)
+
+
+@pytest.mark.parametrize("stall_penalty", [0.0, 1.0])
+def test_stall_penalty_leads_around_a_wall_the_model_misplaces(stall_penalty):
+    """Goal (3, 0) behind a wall at x = 1 (|y| < 4) that the model places at x = 1.3: pressing into it
+    looks better than standing still, and going around its end takes more than the 5-step horizon, so
+    without the penalty the agent presses forever. Remembering the stalls makes pressing dearer at every
+    call until walking along the wall wins, and from near its end the way around is within the horizon."""
+    agent = PlanningAgent(WallModel(1.3), make(CEM, horizon=5, samples=256, iterations=4, init_std=2.0),
+                          final_distance(1), replan_every=2, stall_penalty=stall_penalty)
+    goal = torch.tensor([3.0, 0.0])
+    agent.reset(goal)
+    state = torch.zeros(1, 2)
+    for _ in range(60):
+        state = through_wall(state, agent.act(state[0]).view(1, 2), 1.0)
+    if stall_penalty:
+        assert agent.stalls and (state[0] - goal).abs().max() < 0.5
+    else:
+        assert state[0, 0] == 1.0 and not agent.stalls
