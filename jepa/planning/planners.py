@@ -273,7 +273,7 @@ class PlanningAgent:
         self.plan_seconds: list[float] = []
         self.escalations, self.further_until = 0, 0
         self.promised: float | None = None  # standing still's energy when the executing plan was chosen
-        self.stalls: list[tuple[torch.Tensor, float]] = []  # (encoded state, its energy) where progress stalled
+        self.stalls: list[tuple[torch.Tensor, float]] = []  # (predicted state, its energy) where progress stalled
         self.last_energy: float | None = None
 
     @torch.no_grad()
