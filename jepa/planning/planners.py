@@ -209,6 +209,12 @@ def summed_distance(p: int = 1) -> StateCost:
     return cost
 
 
+def standing_still(planner: Planner, steps: int) -> torch.Tensor:
+    """One sequence of ``steps`` zero actions [1, steps, A], clamped to the planner's bounds."""
+    zeros = torch.zeros(1, steps, planner.action_dim, device=planner.low.device)
+    return zeros.clamp(planner.low, planner.high)
+
+
 class PlanningAgent:
     """Receding-horizon control: plan, execute the first ``replan_every`` actions, replan warm-started
     from the rest of the previous plan (shifted, zero-padded).
@@ -311,8 +317,7 @@ class PlanningAgent:
         ensemble's members), shaped as the goal: plans end in predicted states too, and a prediction sits
         further from its own encoding than from other predictions (the measured 14 of 23 long detours
         against 10 with the encoding, README)."""
-        zeros = torch.zeros(1, 1, self.planner.action_dim, device=self.planner.low.device)
-        still = self.model.rollout(start, zeros.clamp(self.planner.low, self.planner.high), last_only=True)
+        still = self.model.rollout(start, standing_still(self.planner, 1), last_only=True)
         energy = float(self.cost(still, self.goal)[0])
         if self.last_energy is not None and energy > (1 - self.stuck_margin) * self.last_energy:
             self.stalls.append((still[0, -1].reshape(-1, *self.goal.shape[1:]).mean(0, keepdim=True), energy))
@@ -328,8 +333,7 @@ class PlanningAgent:
         init = self.previous[self.replan_every:][: planner.horizon] if self.previous is not None else None
 
         def still() -> torch.Tensor:
-            zeros = torch.zeros(1, planner.horizon, planner.action_dim, device=planner.low.device)
-            return cost(rollout(zeros.clamp(planner.low, planner.high)))[0]
+            return cost(rollout(standing_still(planner, planner.horizon)))[0]
 
         return planner.plan(rollout, cost, init=init), still
 
