@@ -54,6 +54,7 @@ from jepa.flops import StepShape, peak_flops, step_flops, step_shape
 from jepa.masks import MaskSet
 from jepa.models.jepa import JEPA
 from jepa.models.vit import VIT_SIZES
+from jepa.onednn_linear import resolve_onednn_linear
 from jepa.perf import apply_perf, fused_attention_for
 from jepa.precision import resolve_precision
 from jepa.train import step_values, train_step
@@ -202,6 +203,7 @@ def measure(cfg: Config, *, steps: int, warmup: int, log: Callable[[str], None] 
             "pred_width": p.embed_dim, "pred_depth": p.depth, "pred_heads": p.num_heads,
             "num_targets": cfg.masks.num_targets, "frames": cfg.video.num_frames if is_video(cfg) else None,
             "perf": dataclasses.asdict(cfg.perf), "shared_context": p.shared_context,
+            "onednn_linear_used": resolve_onednn_linear(cfg.perf.onednn_linear, device),
         },
         "step_ms": round(median, 3),
         "step_ms_p10": round(percentile(ms, 10), 3),
@@ -334,6 +336,8 @@ def sweep(cfg: Config, argv: list[str], *, switches: list[str], rounds: int,
             fused = fused_attention_for(current, device, resolve_precision(cfg.train.precision, device),
                                         step_shape(cfg).num_tokens)
             current = "fused" if fused else "math"
+        if name == "onednn_linear":
+            current = str(resolve_onednn_linear(cfg.perf.onednn_linear, device))
         variants[f"{name}={flip[current]}"] = [f"{key}={flip[current]}"]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     for round_ in range(rounds):

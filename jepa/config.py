@@ -148,7 +148,9 @@ class PerfConfig:
     # milliseconds of host time per call, and JEPA's mask sizes change every step (flash / efficient are used)
     cudnn_attention: bool = False
     fused_optimizer: bool = True  # AdamW's fused kernel (one kernel for all parameters) instead of foreach
-    onednn_linear: bool = True  # fp32 linear layers on CPU through oneDNN (about 2x MKL's speed on AMD CPUs)
+    # fp32 linear layers on CPU through oneDNN: about 2x MKL's speed on AMD CPUs, 0.7-0.8x on an Intel Xeon;
+    # "auto" times one layer both ways at start
+    onednn_linear: bool | Literal["auto"] = "auto"
     compile: bool = False  # torch.compile the encoder and predictor (dynamic shapes: mask sizes vary per step)
     activation_checkpointing: bool = False  # recompute block activations in backward: less memory, more time
     # shared-context predictor: attention block by block (context x context, each target block x context + itself)

@@ -3,17 +3,21 @@
 PyTorch's CPU builds run fp32 ``nn.Linear`` through MKL, which on AMD CPUs
 takes a slow generic path: on this project's EPYC machines oneDNN's fp32 GEMM
 (also shipped inside PyTorch, used by it for bf16) is about 2x faster for the
-forward and for both backward products (README "Performance"). This module
-routes the three products of a linear layer through
-``torch.ops.mkldnn._linear_pointwise``; it is exact fp32 (no reduced-precision
-math mode), and anything it does not cover (GPU tensors, other dtypes, an
-active autocast, a PyTorch without the op, tracing by ``torch.compile``, which
-cannot trace the op) falls back to ``F.linear``.
+forward and for both backward products (README "Performance"). On an Intel Xeon
+it is the other way round (a layer's forward and backward 0.7-0.8x MKL's speed),
+so ``perf.onednn_linear: auto`` times one layer both ways
+(:func:`onednn_linear_speedup`). This module routes the three products of a
+linear layer through ``torch.ops.mkldnn._linear_pointwise``; it is exact fp32
+(no reduced-precision math mode), and anything it does not cover (GPU tensors,
+other dtypes, an active autocast, a PyTorch without the op, tracing by
+``torch.compile``, which cannot trace the op) falls back to ``F.linear``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import time
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +27,9 @@ from torch import nn
 def onednn_available() -> bool:
     """Whether this PyTorch has oneDNN and the dense linear op this module uses."""
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+ONEDNN_MIN_SPEEDUP = 1.1  # "auto" switches only for a clear gain: the two are equal to within 5 % on some CPUs
 
 
 def _gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -78,3 +85,37 @@ def use_onednn_linear(model: nn.Module) -> int:
     for layer in layers:
         layer.__class__ = OneDNNLinear
     return len(layers)
+
+
+@functools.cache
+def onednn_linear_speedup(rows: int = 512, features: tuple[int, int] = (384, 1536), repeats: int = 5) -> float:
+    """MKL time / oneDNN time of one fp32 linear layer's forward and backward on one CPU thread (best of
+    ``repeats`` each, once per process: about 0.1 s)."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, features[0], generator=generator, requires_grad=True)
+    weight = torch.randn(features[1], features[0], generator=generator, requires_grad=True)
+    grad = torch.randn(rows, features[1], generator=generator)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        best = []
+        for linear in (F.linear, _OneDNNLinear.apply):
+            times = []
+            for _ in range(repeats + 1):  # the first call selects kernels and allocates
+                start = time.perf_counter()
+                torch.autograd.grad(linear(x, weight, None), [x, weight], grad)
+                times.append(time.perf_counter() - start)
+            best.append(min(times[1:]))
+    finally:
+        torch.set_num_threads(threads)
+    return best[0] / best[1]
+
+
+def resolve_onednn_linear(choice: bool | Literal["auto"], device: torch.device) -> bool:
+    """Whether to route fp32 linear layers through oneDNN: never off the CPU or without the op; ``auto`` where
+    it is at least :data:`ONEDNN_MIN_SPEEDUP` x faster than MKL here (:func:`onednn_linear_speedup`)."""
+    if choice not in (True, False, "auto"):
+        raise ValueError(f"onednn_linear must be true, false or 'auto', got {choice!r}")
+    if device.type != "cpu" or not choice or not onednn_available():
+        return False
+    return choice is True or onednn_linear_speedup() >= ONEDNN_MIN_SPEEDUP

@@ -14,7 +14,7 @@ from torch.distributed._composable import checkpoint
 
 from jepa.config import PerfConfig
 from jepa.models.predictor import SharedContextPredictor
-from jepa.onednn_linear import use_onednn_linear
+from jepa.onednn_linear import resolve_onednn_linear, use_onednn_linear
 
 
 # Above this many tokens per input, fused attention wins on CPU even under bf16 (README "Performance").
@@ -94,7 +94,7 @@ def apply_perf(model: nn.Module, perf: PerfConfig, device: torch.device, autocas
     if device.type == "cuda":
         torch.backends.cuda.enable_cudnn_sdp(perf.cudnn_attention)
     set_split_attention(model, perf.split_attention)
-    if perf.onednn_linear and device.type == "cpu":
+    if resolve_onednn_linear(perf.onednn_linear, device):
         use_onednn_linear(model)
     if perf.activation_checkpointing:
         checkpoint_activations(model)

@@ -43,6 +43,8 @@ def test_overrides_are_typed():
     assert cfg.train.steps == 7 and cfg.optim.lr == 0.01 and cfg.masks.target_scale == (0.1, 0.2)
     assert cfg.run_dir == "x"
     assert isinstance(load_config(None, ["optim.lr=1"]).optim.lr, float)
+    assert [load_config(None, [f"perf.onednn_linear={v}"]).perf.onednn_linear for v in ("auto", "true", "false")] == [
+        "auto", True, False]
 
 
 @pytest.mark.parametrize(
@@ -57,6 +59,7 @@ def test_overrides_are_typed():
         ("probe.monitor_every=-1", "probe.monitor_every must be >= 0"),
         ("optim", "key=value"),
         ("train=3", "expected a section"),
+        ("perf.onednn_linear=maybe", "does not fit"),
     ],
 )
 def test_bad_values_are_errors(override, message):

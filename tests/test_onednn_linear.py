@@ -50,3 +50,24 @@ def test_switching_modules_keeps_parameters_and_state_dict():
     assert isinstance(model[0], OneDNNLinear) and list(model.parameters()) == params
     torch.testing.assert_close(model.state_dict(), before)
     torch.testing.assert_close(model(x), want, atol=1e-6, rtol=1e-5)
+
+
+def test_resolve_follows_the_choice_and_the_timed_speedup(monkeypatch):
+    import jepa.onednn_linear as module
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert module.resolve_onednn_linear(True, cpu) and not module.resolve_onednn_linear(False, cpu)
+    assert not module.resolve_onednn_linear(True, cuda) and not module.resolve_onednn_linear("auto", cuda)
+    for speedup, want in ((1.9, True), (module.ONEDNN_MIN_SPEEDUP, True), (0.8, False)):
+        monkeypatch.setattr(module, "onednn_linear_speedup", lambda s=speedup: s)
+        assert module.resolve_onednn_linear("auto", cpu) is want
+    with pytest.raises(ValueError, match="onednn_linear"):
+        module.resolve_onednn_linear("yes", cpu)
+
+
+def test_speedup_is_timed_on_one_thread_and_restores_the_thread_count():
+    from jepa.onednn_linear import onednn_linear_speedup
+
+    threads = torch.get_num_threads()
+    speedup = onednn_linear_speedup.__wrapped__(rows=64, features=(32, 48), repeats=2)
+    assert 0.05 < speedup < 20 and torch.get_num_threads() == threads
