@@ -55,7 +55,7 @@ from jepa.masks import MaskSet
 from jepa.models.jepa import JEPA
 from jepa.models.vit import VIT_SIZES
 from jepa.onednn_linear import resolve_onednn_linear
-from jepa.perf import apply_perf, fused_attention_for
+from jepa.perf import apply_perf, fused_attention_for, split_attention_for
 from jepa.precision import resolve_precision
 from jepa.train import step_values, train_step
 
@@ -149,8 +149,10 @@ def build_bench(cfg: Config) -> Bench:
     frames = (cfg.video.num_frames,) if is_video(cfg) else ()
     images = torch.randn(cfg.data.batch_size, cfg.encoder.in_chans, *frames, side, side)
     collate = MaskCollator(build_masks(cfg), seed=cfg.seed, global_batch=cfg.data.batch_size)
+    autocast_dtype = resolve_precision(cfg.train.precision, accelerator.device)
+    split = split_attention_for(cfg.perf.split_attention, accelerator.device, autocast_dtype)
     return Bench(cfg, accelerator, model, accelerator.unwrap_model(model), optimizer, collate, images,
-                 resolve_precision(cfg.train.precision, accelerator.device), step_shape(cfg))
+                 autocast_dtype, step_shape(cfg, split_attention=split))
 
 
 def measure(cfg: Config, *, steps: int, warmup: int, log: Callable[[str], None] = lambda s: None,
@@ -204,6 +206,7 @@ def measure(cfg: Config, *, steps: int, warmup: int, log: Callable[[str], None] 
             "num_targets": cfg.masks.num_targets, "frames": cfg.video.num_frames if is_video(cfg) else None,
             "perf": dataclasses.asdict(cfg.perf), "shared_context": p.shared_context,
             "onednn_linear_used": resolve_onednn_linear(cfg.perf.onednn_linear, device),
+            "split_attention_used": bench.flop_shape.split_attention,
         },
         "step_ms": round(median, 3),
         "step_ms_p10": round(percentile(ms, 10), 3),
@@ -334,8 +337,11 @@ def sweep(cfg: Config, argv: list[str], *, switches: list[str], rounds: int,
         current = str(getattr(getattr(cfg, section), field_name))
         if name == "attention":  # 'auto' stands for what it picks on this device
             fused = fused_attention_for(current, device, resolve_precision(cfg.train.precision, device),
-                                        step_shape(cfg).num_tokens)
+                                        step_shape(cfg, split_attention=False).num_tokens)
             current = "fused" if fused else "math"
+        if name == "split_attention":
+            current = str(split_attention_for(cfg.perf.split_attention, device,
+                                              resolve_precision(cfg.train.precision, device)))
         if name == "onednn_linear":
             current = str(resolve_onednn_linear(cfg.perf.onednn_linear, device))
         variants[f"{name}={flip[current]}"] = [f"{key}={flip[current]}"]

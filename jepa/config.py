@@ -154,8 +154,9 @@ class PerfConfig:
     compile: bool = False  # torch.compile the encoder and predictor (dynamic shapes: mask sizes vary per step)
     activation_checkpointing: bool = False  # recompute block activations in backward: less memory, more time
     # shared-context predictor: attention block by block (context x context, each target block x context + itself)
-    # instead of one masked matrix; same function, about half the attention work
-    split_attention: bool = True
+    # instead of one masked matrix; same function, about half the attention work; "auto": split except under bf16
+    # on CPUs with AMX, where the masked pass's fewer, larger matmuls run faster
+    split_attention: bool | Literal["auto"] = "auto"
 
 
 @dataclass

@@ -79,8 +79,9 @@ class StepShape:
     split_attention: bool = False  # ... as two streams with block-by-block attention (perf.split_attention)
 
 
-def step_shape(cfg: Config) -> StepShape:
-    """The FLOP-relevant shapes of the model ``cfg`` builds."""
+def step_shape(cfg: Config, *, split_attention: bool) -> StepShape:
+    """The FLOP-relevant shapes of the model ``cfg`` builds, its predictor's attention split or not
+    (``perf.split_attention`` as resolved on the device: :func:`jepa.perf.split_attention_for`)."""
     e, p = cfg.encoder, cfg.predictor
     size = resolve_size(e.arch, embed_dim=e.embed_dim, depth=e.depth, num_heads=e.num_heads, mlp_ratio=e.mlp_ratio)
     tubelet = cfg.video.tubelet_size if is_video(cfg) else 1
@@ -90,7 +91,7 @@ def step_shape(cfg: Config) -> StepShape:
         num_tokens=math.prod(grid_size(cfg)),
         patch_volume=e.in_chans * tubelet * e.patch_size**2,
         shared_context=p.shared_context,
-        split_attention=p.shared_context and cfg.perf.split_attention,
+        split_attention=p.shared_context and split_attention,
     )
 
 

@@ -43,8 +43,9 @@ def test_overrides_are_typed():
     assert cfg.train.steps == 7 and cfg.optim.lr == 0.01 and cfg.masks.target_scale == (0.1, 0.2)
     assert cfg.run_dir == "x"
     assert isinstance(load_config(None, ["optim.lr=1"]).optim.lr, float)
-    assert [load_config(None, [f"perf.onednn_linear={v}"]).perf.onednn_linear for v in ("auto", "true", "false")] == [
-        "auto", True, False]
+    for key in ("onednn_linear", "split_attention"):
+        values = [getattr(load_config(None, [f"perf.{key}={v}"]).perf, key) for v in ("auto", "true", "false")]
+        assert values == ["auto", True, False]
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,7 @@ def test_step_flops_match_torch_flop_counter_part_by_part(shared, split):
     set_split_attention(model, split)
     batch = MaskCollator(build_masks(cfg), seed=0, global_batch=4)([(torch.randn(3, 32, 32), 0, i) for i in range(4)])
     mask = batch["masks"][0]
-    flops = step_flops(step_shape(cfg), batch["masks"])
+    flops = step_flops(step_shape(cfg, split_attention=split), batch["masks"])
     context = model.encoder(batch["inputs"], keep=mask.context)
     assert flops["target_forward"] == counted(lambda: model.target_encoder(batch["inputs"]))
     assert flops["context_forward"] == counted(lambda: model.encoder(batch["inputs"], keep=mask.context))
@@ -53,7 +53,7 @@ def test_video_step_flops_match_torch_flop_counter():
     clips = torch.randn(2, 3, 4, 32, 32)
     batch = MaskCollator(build_masks(cfg), seed=0, global_batch=2)([(clip, 0, i) for i, clip in enumerate(clips)])
     assert len(batch["masks"]) == 2  # short- and long-range mask sets
-    flops = step_flops(step_shape(cfg), batch["masks"])
+    flops = step_flops(step_shape(cfg, split_attention=False), batch["masks"])
     assert flops["target_forward"] == counted(lambda: model.target_encoder(clips))
     context = sum(counted(lambda m=m: model.encoder(clips, keep=m.context)) for m in batch["masks"])
     assert flops["context_forward"] == context

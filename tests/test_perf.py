@@ -6,6 +6,7 @@ from jepa.config import PerfConfig, load_config
 from jepa.data.pretrain import MaskCollator
 from jepa.perf import (
     apply_perf, checkpoint_activations, fused_attention_for, input_tokens, set_fused_attention, set_split_attention,
+    split_attention_for,
 )
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -120,3 +121,23 @@ def test_compile_switches_off_the_coalescing_analysis_where_torch_has_it(monkeyp
     _, model, _ = _model_and_batch()
     apply_perf(model, PerfConfig(compile=True, onednn_linear=False), CPU, None)
     assert inductor_config.triton.coalesce_tiling_analysis is False
+
+
+def test_auto_split_attention_is_the_masked_pass_only_under_bf16_on_amx(monkeypatch):
+    bf16 = torch.bfloat16
+    assert split_attention_for(False, CUDA, bf16) is False and split_attention_for(True, CPU, bf16) is True
+    for amx, want in ((True, False), (False, True)):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx, raising=False)
+        assert split_attention_for("auto", CPU, bf16) is want
+        assert split_attention_for("auto", CPU, None) is True  # fp32: the split pass everywhere
+        assert split_attention_for("auto", CUDA, bf16) is True
+    with pytest.raises(ValueError, match="split_attention"):
+        split_attention_for("sometimes", CPU, None)
+
+
+def test_apply_perf_resolves_auto_split_attention(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    for dtype, want in ((torch.bfloat16, False), (None, True)):
+        _, model, _ = _model_and_batch("predictor.shared_context=true")
+        apply_perf(model, PerfConfig(onednn_linear=False), CPU, dtype)
+        assert model.predictor.split_attention is want
