@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.report import device_name
-from benchmarks.train_step import peak_rss_bytes, percentile
+from benchmarks.train_step import add_step_arguments, check_step_arguments, peak_rss_bytes, percentile
 
 MODULES = ("src.models.vision_transformer", "src.masks.multiblock", "src.masks.utils", "src.utils.tensors")
 EMA_MOMENTUM = 0.996  # the reference's first value; the schedule moves it by 1e-8 a step
@@ -121,24 +121,10 @@ class ReferenceStep:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.reference_step", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ijepa", type=Path, required=True, help="a checkout of facebookresearch/ijepa")
-    parser.add_argument("--model", default="vit_tiny", help="the reference's encoder name (vit_tiny, vit_small, ...)")
-    parser.add_argument("--img-size", type=int, default=224)
-    parser.add_argument("--patch-size", type=int, default=16)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    parser.add_argument("--pred-width", type=int, default=384)
-    parser.add_argument("--pred-depth", type=int, default=12)
-    parser.add_argument("--pred-heads", type=int, default=12)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_step_arguments(parser)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    for name in ("batch", "steps", "img_size", "patch_size", "pred_width", "pred_depth", "pred_heads"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.warmup < 0 or (args.threads is not None and args.threads < 1):
-        parser.error("--warmup must be >= 0 and --threads >= 1")
+    check_step_arguments(parser, args)
     return args
 
 

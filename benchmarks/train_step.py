@@ -248,8 +248,12 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
-def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.ArgumentParser]:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.train_step", description=__doc__.split("\n\n")[0])
+STEP_SIZES = ("batch", "steps", "img_size", "patch_size", "pred_width", "pred_depth", "pred_heads")
+
+
+def add_step_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that fix a step's configuration and timing, shared with ``benchmarks.reference_step`` so
+    both programs time the same thing under the same names and defaults."""
     parser.add_argument("--model", default="vit_tiny", help=f"ViT size, one of {', '.join(VIT_SIZES)}")
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--patch-size", type=int, default=16)
@@ -261,6 +265,26 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Arg
     parser.add_argument("--pred-depth", type=int, default=12)
     parser.add_argument("--pred-heads", type=int, default=12)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
+def check_step_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit with a usage error for sizes below 1, a negative warm-up or thread count, or indivisible heads."""
+    if args.model not in VIT_SIZES:
+        parser.error(f"unknown --model {args.model!r}; valid names: {', '.join(VIT_SIZES)}")
+    for name in STEP_SIZES:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.warmup < 0:
+        parser.error(f"--warmup must be >= 0, got {args.warmup}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    if args.pred_width % args.pred_heads:
+        parser.error(f"--pred-width {args.pred_width} is not divisible by --pred-heads {args.pred_heads}")
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.ArgumentParser]:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.train_step", description=__doc__.split("\n\n")[0])
+    add_step_arguments(parser)
     parser.add_argument("--smoke", action="store_true",
                         help="tiny configuration for CI (overrides model/size/batch/predictor/steps)")
     parser.add_argument("--video", action="store_true", help="the V-JEPA step on synthetic clips")
@@ -276,17 +300,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Arg
     if args.smoke:
         for key, value in SMOKE.items():
             setattr(args, key, value)
-    if args.model not in VIT_SIZES:
-        parser.error(f"unknown --model {args.model!r}; valid names: {', '.join(VIT_SIZES)}")
-    for name in ("batch", "steps", "img_size", "patch_size", "pred_width", "pred_depth", "pred_heads"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.warmup < 0:
-        parser.error(f"--warmup must be >= 0, got {args.warmup}")
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads must be >= 1, got {args.threads}")
-    if args.pred_width % args.pred_heads:
-        parser.error(f"--pred-width {args.pred_width} is not divisible by --pred-heads {args.pred_heads}")
+    check_step_arguments(parser, args)
     if args.frames < 1 or args.rounds < 1:
         parser.error("--frames and --rounds must be >= 1")
     unknown = set(args.switches.split(",")) - set(SWEEP)

@@ -163,3 +163,13 @@ def test_commit_only_for_the_top_of_a_git_work_tree(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     assert len(checkout_commit(tmp_path) or "") == 40
     assert checkout_commit(tmp_path / "sub") is None
+
+
+@pytest.mark.parametrize("bad, message", [(["--batch", "0"], "--batch must be >= 1"),
+                                          (["--pred-heads", "5"], "not divisible"),
+                                          (["--model", "vit_mega"], "unknown --model")])
+def test_bad_options_are_usage_errors(stand_in: Path, bad: list[str], message: str,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--ijepa", str(stand_in), *bad])
+    assert message in capsys.readouterr().err
