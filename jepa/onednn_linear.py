@@ -16,12 +16,13 @@ other dtypes, an active autocast, a PyTorch without the op, tracing by
 from __future__ import annotations
 
 import functools
-import time
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from jepa.single_threaded import best_seconds_on_one_thread
 
 
 def onednn_available() -> bool:
@@ -95,19 +96,8 @@ def onednn_linear_speedup(rows: int = 512, features: tuple[int, int] = (384, 153
     x = torch.randn(rows, features[0], generator=generator, requires_grad=True)
     weight = torch.randn(features[1], features[0], generator=generator, requires_grad=True)
     grad = torch.randn(rows, features[1], generator=generator)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        best = []
-        for linear in (F.linear, _OneDNNLinear.apply):
-            times = []
-            for _ in range(repeats + 1):  # the first call selects kernels and allocates
-                start = time.perf_counter()
-                torch.autograd.grad(linear(x, weight, None), [x, weight], grad)
-                times.append(time.perf_counter() - start)
-            best.append(min(times[1:]))
-    finally:
-        torch.set_num_threads(threads)
+    best = [best_seconds_on_one_thread(lambda: torch.autograd.grad(linear(x, weight, None), [x, weight], grad),
+                                       repeats) for linear in (F.linear, _OneDNNLinear.apply)]
     return best[0] / best[1]
 
 

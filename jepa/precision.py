@@ -11,9 +11,10 @@ and takes bf16 only where it is clearly faster.
 from __future__ import annotations
 
 import functools
-import time
 
 import torch
+
+from jepa.single_threaded import best_seconds_on_one_thread
 
 BF16_MIN_SPEEDUP = 1.2  # below this the casts around every bf16 op eat the gain (both machines above)
 
@@ -24,21 +25,10 @@ def cpu_bf16_matmul_speedup(size: int = 256, repeats: int = 20) -> float:
     run is the one no other process interrupted; about 50 ms in all)."""
     generator = torch.Generator().manual_seed(0)
     a, b = torch.randn(2, size, size, generator=generator)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        best = {}
-        for dtype in (torch.float32, torch.bfloat16):
-            x, y = a.to(dtype), b.to(dtype)
-            x @ y  # first call: kernel selection and packing buffers
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                x @ y
-                times.append(time.perf_counter() - start)
-            best[dtype] = min(times)
-    finally:
-        torch.set_num_threads(threads)
+    best = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        x, y = a.to(dtype), b.to(dtype)
+        best[dtype] = best_seconds_on_one_thread(lambda: x @ y, repeats)
     return best[torch.float32] / best[torch.bfloat16]
 
 

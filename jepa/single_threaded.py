@@ -9,6 +9,7 @@ README). Torch releases the GIL inside its operations, so Python threads are eno
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TypeVar
@@ -44,6 +45,24 @@ def run_single_threaded(tasks: Sequence[Callable[[], T]], workers: int, *, flush
         return [f.result() for f in futures]
     finally:
         torch.set_num_threads(threads)
+
+
+def best_seconds_on_one_thread(fn: Callable[[], object], repeats: int) -> float:
+    """The fastest of ``repeats`` timed calls of ``fn`` on one intra-op thread, after one untimed call (kernel
+    selection, buffers). The fastest run is the one no other process interrupted, which makes it the fair
+    figure for comparing two ways of doing one thing; the thread count is restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    return min(times)
 
 
 @functools.cache

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from jepa.single_threaded import run_single_threaded
+from jepa.single_threaded import best_seconds_on_one_thread, run_single_threaded
 
 
 def test_results_in_order_on_workers_with_one_thread_each_and_the_count_restored():
@@ -66,3 +66,10 @@ def test_flush_denormal_applies_in_each_worker_thread():
     flushed = run_single_threaded([lambda: float(tiny * 2)], 3, flush_denormal=True)
     torch.set_flush_denormal(False)
     assert kept == [pytest.approx(2e-39, rel=1e-3)] and flushed == [0.0]
+
+
+def test_best_seconds_times_on_one_thread_after_an_untimed_call_and_restores_threads():
+    threads, seen = torch.get_num_threads(), []
+    best = best_seconds_on_one_thread(lambda: seen.append(torch.get_num_threads()), repeats=3)
+    assert seen == [1, 1, 1, 1] and torch.get_num_threads() == threads  # one untimed call, then three timed
+    assert 0 <= best < 0.1
