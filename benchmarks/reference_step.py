@@ -28,7 +28,6 @@ import copy
 import importlib
 import json
 import logging
-import statistics
 import subprocess
 import sys
 import time
@@ -41,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.report import device_name
-from benchmarks.train_step import add_step_arguments, check_step_arguments, peak_rss_bytes, percentile
+from benchmarks.train_step import add_step_arguments, check_step_arguments, timing_fields
 
 MODULES = ("src.models.vision_transformer", "src.masks.multiblock", "src.masks.utils", "src.utils.tensors")
 EMA_MOMENTUM = 0.996  # the reference's first value; the schedule moves it by 1e-8 a step
@@ -156,8 +155,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         collates.append(collate_s)
         losses.append(loss)
         print(f"step {i + 1}/{args.steps}: {times[-1] * 1e3:.1f} ms, loss {loss:.4f}", file=sys.stderr, flush=True)
-    ms = sorted(t * 1e3 for t in times)
-    median = statistics.median(ms)
     report = {
         "command": ["python", "-m", "benchmarks.reference_step", *(sys.argv[1:] if argv is None else argv)],
         "implementation": "facebookresearch/ijepa", "checkout": str(args.ijepa.resolve()),
@@ -165,11 +162,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "config": {"model": args.model, "img_size": args.img_size, "patch": args.patch_size, "batch": args.batch,
                    "precision": args.precision, "pred_width": args.pred_width, "pred_depth": args.pred_depth,
                    "pred_heads": args.pred_heads, "num_targets": 4},
-        "step_ms": round(median, 3), "step_ms_p10": round(percentile(ms, 10), 3),
-        "step_ms_p90": round(percentile(ms, 90), 3), "items_per_s": round(args.batch / (median / 1e3), 3),
-        "collate_ms": round(statistics.median(collates) * 1e3, 3),
-        "peak_mem_bytes": int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else peak_rss_bytes(),
-        "peak_mem_kind": "cuda_max_memory_allocated" if device.type == "cuda" else "process_peak_rss",
+        **timing_fields(times, collates, batch=args.batch, device=device),
         "losses": [round(x, 6) for x in losses], "steps": args.steps, "warmup": args.warmup, "torch": torch.__version__,
     }
     print(json.dumps(report), flush=True)

@@ -184,13 +184,12 @@ def measure(cfg: Config, *, steps: int, warmup: int, log: Callable[[str], None] 
         collates.append(collate_s)
         flops.append(step_flop)
         log(f"step {step - warmup + 1}/{steps}: {times[-1] * 1e3:.1f} ms")
-    peak_mem = int(torch.cuda.max_memory_allocated(device)) if cuda else peak_rss_bytes()
+    timing = timing_fields(times, collates, batch=cfg.data.batch_size, device=device)
     if profile:
         write_trace(bench, profile, first_step=warmup + steps, sync=sync)
         log(f"profiler trace: {profile}")
 
-    ms = sorted(t * 1e3 for t in times)
-    median = statistics.median(ms)
+    median = statistics.median(t * 1e3 for t in times)
     train_median = statistics.median((t - c) * 1e3 for t, c in zip(times, collates))
     tflop_per_s = statistics.mean(flops) / (median / 1e3) / 1e12
     train_tflop_per_s = statistics.mean(flops) / (train_median / 1e3) / 1e12
@@ -208,21 +207,32 @@ def measure(cfg: Config, *, steps: int, warmup: int, log: Callable[[str], None] 
             "onednn_linear_used": resolve_onednn_linear(cfg.perf.onednn_linear, device),
             "split_attention_used": bench.flop_shape.split_attention,
         },
-        "step_ms": round(median, 3),
-        "step_ms_p10": round(percentile(ms, 10), 3),
-        "step_ms_p90": round(percentile(ms, 90), 3),
-        "items_per_s": round(cfg.data.batch_size / (median / 1e3), 3),
-        "collate_ms": round(statistics.median(collates) * 1e3, 3),
+        **timing,
         "step_tflop": round(statistics.mean(flops) / 1e12, 4),
         "tflop_per_s": round(tflop_per_s, 4),
         "mfu": round(tflop_per_s * 1e12 / peak, 4) if peak else None,
         "train_step_ms": round(train_median, 3),
         "train_mfu": round(train_tflop_per_s * 1e12 / peak, 4) if peak else None,
-        "peak_mem_bytes": peak_mem,
-        "peak_mem_kind": "cuda_max_memory_allocated" if cuda else "process_peak_rss",
         "steps": steps,
         "warmup": warmup,
         "torch": torch.__version__,
+    }
+
+
+def timing_fields(times: list[float], collates: list[float], *, batch: int, device: torch.device) -> dict[str, Any]:
+    """The report's timing and memory fields from the timed steps' seconds and their collate parts' seconds
+    (memory read now: call it right after the timed steps)."""
+    ms = sorted(t * 1e3 for t in times)
+    median = statistics.median(ms)
+    cuda = device.type == "cuda"
+    return {
+        "step_ms": round(median, 3),
+        "step_ms_p10": round(percentile(ms, 10), 3),
+        "step_ms_p90": round(percentile(ms, 90), 3),
+        "items_per_s": round(batch / (median / 1e3), 3),
+        "collate_ms": round(statistics.median(collates) * 1e3, 3),
+        "peak_mem_bytes": int(torch.cuda.max_memory_allocated(device)) if cuda else peak_rss_bytes(),
+        "peak_mem_kind": "cuda_max_memory_allocated" if cuda else "process_peak_rss",
     }
 
 
