@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import subprocess
 import resource
 import statistics
@@ -47,11 +48,11 @@ from torch.profiler import ProfilerActivity
 from torch.profiler import profile as profile_steps
 
 from benchmarks.report import device_name
-from jepa.build import build_jepa, build_masks, build_optimizer, is_video
+from jepa.build import build_jepa, build_masks, build_optimizer, grid_size, is_video
 from jepa.config import Config, ConfigError, load_config
 from jepa.data.pretrain import MaskCollator
 from jepa.flops import StepShape, peak_flops, step_flops, step_shape
-from jepa.masks import MaskSet
+from jepa.masks import MaskSet, token_multiple_for
 from jepa.models.jepa import JEPA
 from jepa.models.vit import VIT_SIZES
 from jepa.onednn_linear import resolve_onednn_linear
@@ -77,6 +78,7 @@ SWEEP = {
     "onednn_linear": ("perf.onednn_linear", {"False": "true", "True": "false"}),
     "compile": ("perf.compile", {"False": "true", "True": "false"}),
     "activation_checkpointing": ("perf.activation_checkpointing", {"False": "true", "True": "false"}),
+    "token_multiple": ("masks.token_multiple", {"1": "8", "other": "1"}),
 }
 
 
@@ -206,6 +208,7 @@ def measure(cfg: Config, *, steps: int, warmup: int, log: Callable[[str], None] 
             "perf": dataclasses.asdict(cfg.perf), "shared_context": p.shared_context,
             "onednn_linear_used": resolve_onednn_linear(cfg.perf.onednn_linear, device),
             "split_attention_used": bench.flop_shape.split_attention,
+            "token_multiple_used": getattr(bench.collate.mask_generator, "token_multiple", None),
         },
         **timing,
         "step_tflop": round(statistics.mean(flops) / 1e12, 4),
@@ -368,6 +371,9 @@ def sweep(cfg: Config, argv: list[str], *, switches: list[str], rounds: int,
                                               resolve_precision(cfg.train.precision, device)))
         if name == "onednn_linear":
             current = str(resolve_onednn_linear(cfg.perf.onednn_linear, device))
+        if name == "token_multiple":
+            resolved = token_multiple_for(cfg.masks.token_multiple, math.prod(grid_size(cfg)))
+            current = "1" if resolved == 1 else "other"
         variants[f"{name}={flip[current]}"] = [f"{key}={flip[current]}"]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     for round_ in range(rounds):

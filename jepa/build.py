@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,7 +15,8 @@ from jepa.data.image_folder import ImageFolder, split_folder
 from jepa.data.pretrain import LabelledTensors
 from jepa.losses import JEPALoss, local_batch
 from jepa.data.video_data import is_video_source
-from jepa.masks import BlockSpec, MaskGenerator, MultiBlock3DMasks, MultiBlockMasks, RandomTubeMasks
+from jepa.masks import (BlockSpec, MaskGenerator, MultiBlock3DMasks, MultiBlockMasks, RandomTubeMasks,
+                        token_multiple_for)
 from jepa.models.jepa import JEPA
 from jepa.models.pos_embed import sincos_2d, sincos_3d
 from jepa.models.predictor import Predictor, SharedContextPredictor
@@ -69,22 +71,24 @@ def num_mask_sets(cfg: Config) -> int:
 
 
 def build_masks(cfg: Config) -> MaskGenerator:
-    m, v = cfg.masks, cfg.video
+    m, v, grid = cfg.masks, cfg.video, grid_size(cfg)
     if is_video(cfg) and v.masks == "tube":
-        return RandomTubeMasks(grid=grid_size(cfg), ratio=v.tube_ratio)
+        return RandomTubeMasks(grid=grid, ratio=v.tube_ratio)
+    multiple = token_multiple_for(m.token_multiple, math.prod(grid))
     if is_video(cfg):
         specs = tuple(
             BlockSpec(int(blocks), (scale, scale), aspect=m.target_aspect) for blocks, scale in (v.short_range, v.long_range)
         )
-        return MultiBlock3DMasks(grid=grid_size(cfg), specs=specs, min_keep=m.min_keep)
+        return MultiBlock3DMasks(grid=grid, specs=specs, min_keep=m.min_keep, token_multiple=multiple)
     return MultiBlockMasks(
-        grid=grid_size(cfg),
+        grid=grid,
         num_targets=m.num_targets,
         target_scale=m.target_scale,
         target_aspect=m.target_aspect,
         context_scale=m.context_scale,
         context_aspect=m.context_aspect,
         min_keep=m.min_keep,
+        token_multiple=multiple,
     )
 
 

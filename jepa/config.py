@@ -96,6 +96,9 @@ class MaskConfig:
     context_scale: tuple[float, float] = (0.85, 1.0)
     context_aspect: tuple[float, float] = (1.0, 1.0)
     min_keep: int = 10
+    # context tokens per image (and V-JEPA's target tokens) rounded down to a multiple of this; 'auto' = 8 on
+    # grids of >= 128 tokens, else 1 (README "Performance": fewer step shapes)
+    token_multiple: int | Literal["auto"] = "auto"
 
 
 @dataclass
@@ -499,6 +502,8 @@ def validate(cfg: Config) -> None:
         (cfg.optim.warmup_steps >= 0, "optim.warmup_steps must be >= 0"),
         (cfg.optim.reference_batch >= 1, "optim.reference_batch must be >= 1"),
         (cfg.loss.var_coeff >= 0 and cfg.loss.cov_coeff >= 0, "loss coefficients must be >= 0"),
+        (cfg.masks.token_multiple == "auto" or cfg.masks.token_multiple >= 1,
+         "masks.token_multiple must be 'auto' or >= 1"),
     ]
     for ok, message in checks:
         if not ok:

@@ -46,6 +46,7 @@ def test_overrides_are_typed():
     for key in ("onednn_linear", "split_attention"):
         values = [getattr(load_config(None, [f"perf.{key}={v}"]).perf, key) for v in ("auto", "true", "false")]
         assert values == ["auto", True, False]
+    assert [load_config(None, [f"masks.token_multiple={v}"]).masks.token_multiple for v in ("auto", "4")] == ["auto", 4]
 
 
 @pytest.mark.parametrize(
@@ -61,6 +62,8 @@ def test_overrides_are_typed():
         ("optim", "key=value"),
         ("train=3", "expected a section"),
         ("perf.onednn_linear=maybe", "does not fit"),
+        ("masks.token_multiple=0", "masks.token_multiple must be 'auto' or >= 1"),
+        ("masks.token_multiple=eight", "does not fit"),
     ],
 )
 def test_bad_values_are_errors(override, message):

@@ -8,7 +8,8 @@ import time
 import pytest
 import torch
 
-from jepa.masks import MultiBlockMasks, block_shape, random_subsets, reachable_block_shapes
+from jepa.masks import (MultiBlockMasks, block_shape, random_subsets, reachable_block_shapes, round_down,
+                        token_multiple_for)
 
 NUM_BATCHES = 200
 BATCH_SIZE = 32
@@ -182,6 +183,7 @@ def test_num_tokens() -> None:
         (dict(max_tries=0), "max_tries"),
         (dict(min_keep=0), "min_keep"),
         (dict(min_keep=49), "min_keep"),
+        (dict(token_multiple=0), "token_multiple"),
         (dict(target_scale=(0.2, 0.15)), "target_scale"),
         (dict(target_scale=(0.0, 0.2)), "target_scale"),
         (dict(target_scale=(0.5, 1.2)), "target_scale"),
@@ -233,3 +235,36 @@ def test_call_gives_one_mask_set_per_batch() -> None:
     (mask_set,) = masks(4, torch.Generator().manual_seed(0))
     again = masks.sample(4, torch.Generator().manual_seed(0))
     assert torch.equal(mask_set.context, again.context) and torch.equal(mask_set.targets, again.targets)
+
+
+@pytest.mark.parametrize(("count", "multiple", "floor", "expected"), [
+    (83, 8, 10, 80), (80, 8, 10, 80), (15, 8, 10, 10), (7, 8, 10, 7), (83, 1, 10, 83), (83, 4, 10, 80),
+])
+def test_round_down(count: int, multiple: int, floor: int, expected: int) -> None:
+    assert round_down(count, multiple, floor) == expected
+
+
+def test_token_multiple_auto_is_8_from_128_tokens_and_explicit_values_pass() -> None:
+    assert [token_multiple_for("auto", n) for n in (49, 127, 128, 196, 1568)] == [1, 1, 8, 8, 8]
+    assert token_multiple_for(4, 49) == 4
+    for bad in (0, -8, "8", True):
+        with pytest.raises(ValueError, match="token_multiple"):
+            token_multiple_for(bad, 196)
+
+
+def test_token_multiple_keeps_a_random_subset_of_the_unrounded_context() -> None:
+    """Same seed: every draw is the same up to the context's size, so the rounded context is the
+    first ``round_down(n)`` of the same random order (a subset) and the targets are identical."""
+    plain, rounded = MultiBlockMasks(grid=(14, 14)), MultiBlockMasks(grid=(14, 14), token_multiple=8)
+    g_plain, g_rounded = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    counts = set()
+    for _ in range(100):
+        a, b = plain.sample(16, g_plain), rounded.sample(16, g_rounded)
+        assert torch.equal(a.targets, b.targets)
+        n = a.context.shape[1]
+        assert b.context.shape[1] == round_down(n, 8, plain.min_keep)
+        for full, kept in zip(a.context.tolist(), b.context.tolist()):
+            assert set(kept) <= set(full) and kept == sorted(kept)
+        counts.add(b.context.shape[1])
+    assert all(c % 8 == 0 or c == plain.min_keep for c in counts)
+    assert len(counts) <= 16  # 10..152 in steps of 8; without rounding, about 50 distinct counts

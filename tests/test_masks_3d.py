@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from jepa.masks import LONG_RANGE, SHORT_RANGE, BlockSpec, MultiBlock3DMasks, RandomTubeMasks
+from jepa.masks import LONG_RANGE, SHORT_RANGE, BlockSpec, MultiBlock3DMasks, RandomTubeMasks, round_down
 
 GRID = (8, 14, 14)
 
@@ -59,3 +59,17 @@ def test_random_tube_masks_same_positions_in_every_frame():
         assert all(p == per_frame[0] for p in per_frame)
     with pytest.raises(ValueError, match="must leave some"):
         RandomTubeMasks(grid=(4, 6, 6), ratio=1.0)
+
+
+def test_multiblock_3d_token_multiple_rounds_context_and_targets_down_to_subsets():
+    grid = (8, 14, 14)
+    plain, rounded = MultiBlock3DMasks(grid=grid), MultiBlock3DMasks(grid=grid, token_multiple=8)
+    for seed in range(10):
+        for a, b in zip(plain(4, torch.Generator().manual_seed(seed)), rounded(4, torch.Generator().manual_seed(seed))):
+            assert b.context.shape[1] == round_down(a.context.shape[1], 8, plain.min_keep)
+            assert b.targets.shape[2] == round_down(a.targets.shape[2], 8, 1)
+            for full, kept in ((a.context, b.context), (a.targets[:, 0], b.targets[:, 0])):
+                assert all(set(k) <= set(f) for f, k in zip(full.tolist(), kept.tolist()))
+            assert not set(b.context[0].tolist()) & set(b.targets[0, 0].tolist())
+    with pytest.raises(ValueError, match="token_multiple"):
+        MultiBlock3DMasks(grid=grid, token_multiple=0)

@@ -124,9 +124,9 @@ def test_strip_options_drops_sweep_arguments_in_both_forms() -> None:
 
 
 def test_sweep_flips_each_switch_in_its_own_process(capsys: pytest.CaptureFixture[str]) -> None:
-    report = main(["--smoke", "--sweep", "--switches", "attention,shared_context", "perf.attention=math"])
+    report = main(["--smoke", "--sweep", "--switches", "attention,shared_context,token_multiple", "perf.attention=math"])
     rows = {row["variant"]: row for row in report["variants"]}
-    assert list(rows) == ["baseline", "attention=fused", "shared_context=false"]
+    assert list(rows) == ["baseline", "attention=fused", "shared_context=false", "token_multiple=8"]
     assert rows["baseline"]["ratio"] == 1.0
     for row in rows.values():
         assert row["items_per_s"] > 0 and row["peak_mem_bytes"] > 0

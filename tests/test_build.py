@@ -1,0 +1,14 @@
+from jepa.build import build_masks
+from jepa.config import load_config
+
+
+def test_build_masks_resolves_token_multiple_from_the_token_grid():
+    assert build_masks(load_config(None, [])).token_multiple == 1  # the default: 7 x 7 tokens
+    big = ["data.img_size=224", "encoder.patch_size=16"]
+    assert build_masks(load_config(None, big)).token_multiple == 8
+    assert build_masks(load_config(None, [*big, "masks.token_multiple=1"])).token_multiple == 1
+    assert build_masks(load_config(None, ["masks.token_multiple=2"])).token_multiple == 2
+    video = ["data.source=moving-digits", "data.img_size=64", "encoder.patch_size=16", "video.num_frames=4"]
+    small_clips = build_masks(load_config(None, video))
+    assert type(small_clips).__name__ == "MultiBlock3DMasks" and small_clips.token_multiple == 1  # 2 x 4 x 4 tokens
+    assert build_masks(load_config(None, [*video, "data.img_size=224"])).token_multiple == 8  # 2 x 14 x 14
