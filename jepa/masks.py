@@ -114,9 +114,9 @@ AUTO_MULTIPLE_MIN_TOKENS = 128
 def token_multiple_for(choice: int | str, num_tokens: int) -> int:
     """The token multiple for a grid of ``num_tokens``: ``choice``, or for 'auto' 8 on grids of at least 128 tokens.
 
-    On the 196-token ViT-Tiny step (bf16, Intel Xeon with AMX) steps of 8 kept memory flat at 3.4-3.7 GB
+    On the 196-token ViT-Tiny step (bf16, Intel Xeon with AMX) steps of 8 kept memory flat at 3.3-3.6 GB
     over 200 steps and the step at about 0.92 s, against 6.4 GB and 1.2 s (and still growing) with
-    every count allowed; they drop 3.5 of about 80 context tokens on average. A 7 x 7 grid has few
+    every count allowed; they drop 3.5 of 68 context tokens on average. A 7 x 7 grid has few
     distinct counts to begin with, and there each token is a larger share of the context.
     """
     if choice == "auto":
