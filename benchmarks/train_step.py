@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import subprocess
 import resource
 import statistics
@@ -372,7 +371,7 @@ def sweep(cfg: Config, argv: list[str], *, switches: list[str], rounds: int,
         if name == "onednn_linear":
             current = str(resolve_onednn_linear(cfg.perf.onednn_linear, device))
         if name == "token_multiple":
-            resolved = token_multiple_for(cfg.masks.token_multiple, math.prod(grid_size(cfg)))
+            resolved = token_multiple_for(cfg.masks.token_multiple, grid_size(cfg))
             current = "1" if resolved == 1 else "other"
         variants[f"{name}={flip[current]}"] = [f"{key}={flip[current]}"]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}

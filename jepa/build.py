@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -74,7 +73,7 @@ def build_masks(cfg: Config) -> MaskGenerator:
     m, v, grid = cfg.masks, cfg.video, grid_size(cfg)
     if is_video(cfg) and v.masks == "tube":
         return RandomTubeMasks(grid=grid, ratio=v.tube_ratio)
-    multiple = token_multiple_for(m.token_multiple, math.prod(grid))
+    multiple = token_multiple_for(m.token_multiple, grid)
     if is_video(cfg):
         specs = tuple(
             BlockSpec(int(blocks), (scale, scale), aspect=m.target_aspect) for blocks, scale in (v.short_range, v.long_range)

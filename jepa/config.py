@@ -97,7 +97,7 @@ class MaskConfig:
     context_aspect: tuple[float, float] = (1.0, 1.0)
     min_keep: int = 10
     # context tokens per image (and V-JEPA's target tokens) rounded down to a multiple of this; 'auto' = 8 on
-    # grids of >= 128 tokens, else 1 (README "Performance": fewer step shapes)
+    # images of >= 128 tokens and clips of >= 1024, else 1 (README "Performance": fewer step shapes)
     token_multiple: int | Literal["auto"] = "auto"
 
 

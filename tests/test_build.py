@@ -11,4 +11,6 @@ def test_build_masks_resolves_token_multiple_from_the_token_grid():
     video = ["data.source=moving-digits", "data.img_size=64", "encoder.patch_size=16", "video.num_frames=4"]
     small_clips = build_masks(load_config(None, video))
     assert type(small_clips).__name__ == "MultiBlock3DMasks" and small_clips.token_multiple == 1  # 2 x 4 x 4 tokens
-    assert build_masks(load_config(None, [*video, "data.img_size=224"])).token_multiple == 8  # 2 x 14 x 14
+    assert build_masks(load_config(None, [*video, "data.img_size=224"])).token_multiple == 1  # 2 x 14 x 14
+    clips = [*video, "data.img_size=224", "video.num_frames=16"]
+    assert build_masks(load_config(None, clips)).token_multiple == 8  # 8 x 14 x 14

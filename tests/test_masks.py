@@ -244,12 +244,15 @@ def test_round_down(count: int, multiple: int, floor: int, expected: int) -> Non
     assert round_down(count, multiple, floor) == expected
 
 
-def test_token_multiple_auto_is_8_from_128_tokens_and_explicit_values_pass() -> None:
-    assert [token_multiple_for("auto", n) for n in (49, 127, 128, 196, 1568)] == [1, 1, 8, 8, 8]
-    assert token_multiple_for(4, 49) == 4
+def test_token_multiple_auto_is_8_from_128_image_and_1024_clip_tokens_and_explicit_values_pass() -> None:
+    images = [(7, 7), (8, 15), (8, 16), (14, 14)]
+    assert [token_multiple_for("auto", grid) for grid in images] == [1, 1, 8, 8]
+    clips = [(4, 8, 8), (4, 16, 15), (4, 16, 16), (8, 14, 14)]
+    assert [token_multiple_for("auto", grid) for grid in clips] == [1, 1, 8, 8]
+    assert token_multiple_for(4, (7, 7)) == 4
     for bad in (0, -8, "8", True):
         with pytest.raises(ValueError, match="token_multiple"):
-            token_multiple_for(bad, 196)
+            token_multiple_for(bad, (14, 14))
 
 
 def test_token_multiple_keeps_a_random_subset_of_the_unrounded_context() -> None:
