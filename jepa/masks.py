@@ -136,8 +136,6 @@ def round_down(count: int, multiple: int, floor: int) -> int:
     builds and caches new kernels per shape, which made a long bf16 run grow in memory and slow down
     (README "Performance"). Counts in steps of ``multiple`` bound the number of distinct shapes.
     """
-    if multiple < 1:
-        raise ValueError(f"token multiple must be >= 1, got {multiple}")
     return max(count - count % multiple, min(count, floor))
 
 
