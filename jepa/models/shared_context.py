@@ -54,9 +54,26 @@ def block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kc: torch
     q = q * attn.scale
     to_context = (q @ kc.transpose(-2, -1)).reshape(b, h, blocks, kk, nc)  # one product for all blocks
     to_block = q.reshape(b, h, blocks, kk, hd) @ k5.transpose(-2, -1)
-    probs = attn.attn_drop(torch.cat([to_context, to_block], dim=-1).softmax(dim=-1))
-    p_context, p_block = probs.split([nc, kk], dim=-1)
+    if torch.compiler.is_compiling():
+        p_context, p_block = _two_part_softmax(to_context, to_block)
+        p_context, p_block = attn.attn_drop(p_context), attn.attn_drop(p_block)
+    else:
+        probs = attn.attn_drop(torch.cat([to_context, to_block], dim=-1).softmax(dim=-1))
+        p_context, p_block = probs.split([nc, kk], dim=-1)
     return p_context.reshape(b, h, n, nc) @ vc + (p_block @ v5).reshape(b, h, n, hd)
+
+
+def _two_part_softmax(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two parts of ``softmax(cat([a, b], -1))`` without building the concatenation.
+
+    Used under ``torch.compile``: inductor (torch 2.15, CPU) compiled the concatenate-softmax-split form
+    with wrong value gradients (the forward was right; tests/models/test_shared_context.py has the
+    case). Eagerly the concatenation is faster (20 against 24 ms for one layer's forward and backward).
+    """
+    top = torch.maximum(a.amax(-1, keepdim=True), b.amax(-1, keepdim=True)).detach()
+    ea, eb = (a - top).exp(), (b - top).exp()
+    total = ea.sum(-1, keepdim=True) + eb.sum(-1, keepdim=True)
+    return ea / total, eb / total
 
 
 def _project(attn: nn.Module, out: torch.Tensor) -> torch.Tensor:
