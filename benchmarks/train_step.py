@@ -78,6 +78,7 @@ SWEEP = {
     "compile": ("perf.compile", {"False": "true", "True": "false"}),
     "activation_checkpointing": ("perf.activation_checkpointing", {"False": "true", "True": "false"}),
     "token_multiple": ("masks.token_multiple", {"1": "8", "other": "1"}),
+    "context_tokens": ("masks.context_tokens", {"None": "auto", "other": "null"}),
 }
 
 
@@ -144,7 +145,8 @@ def build_bench(cfg: Config) -> Bench:
     torch.manual_seed(cfg.seed)
     model = build_jepa(cfg)
     optimizer = build_optimizer(model, cfg)
-    apply_perf(model, cfg.perf, accelerator.device, resolve_precision(cfg.train.precision, accelerator.device))
+    apply_perf(model, cfg.perf, accelerator.device, resolve_precision(cfg.train.precision, accelerator.device),
+               fixed_context=cfg.masks.context_tokens is not None)
     model, optimizer = accelerator.prepare(model, optimizer)
     side = cfg.data.img_size
     frames = (cfg.video.num_frames,) if is_video(cfg) else ()
@@ -208,6 +210,7 @@ def measure(cfg: Config, *, steps: int, warmup: int, log: Callable[[str], None] 
             "onednn_linear_used": resolve_onednn_linear(cfg.perf.onednn_linear, device),
             "split_attention_used": bench.flop_shape.split_attention,
             "token_multiple_used": getattr(bench.collate.mask_generator, "token_multiple", None),
+            "context_tokens_used": getattr(bench.collate.mask_generator, "context_tokens", None),
         },
         **timing,
         "step_tflop": round(statistics.mean(flops) / 1e12, 4),
@@ -373,6 +376,8 @@ def sweep(cfg: Config, argv: list[str], *, switches: list[str], rounds: int,
         if name == "token_multiple":
             resolved = token_multiple_for(cfg.masks.token_multiple, grid_size(cfg))
             current = "1" if resolved == 1 else "other"
+        if name == "context_tokens":
+            current = "None" if cfg.masks.context_tokens is None else "other"
         variants[f"{name}={flip[current]}"] = [f"{key}={flip[current]}"]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     for round_ in range(rounds):

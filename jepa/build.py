@@ -71,6 +71,9 @@ def num_mask_sets(cfg: Config) -> int:
 
 def build_masks(cfg: Config) -> MaskGenerator:
     m, v, grid = cfg.masks, cfg.video, grid_size(cfg)
+    if is_video(cfg) and m.context_tokens is not None:
+        raise ConfigError("masks.context_tokens applies to image masks; V-JEPA's mask sets each have their own "
+                          "context size (use masks.token_multiple to bound the shapes)")
     if is_video(cfg) and v.masks == "tube":
         return RandomTubeMasks(grid=grid, ratio=v.tube_ratio)
     multiple = token_multiple_for(m.token_multiple, grid)
@@ -88,6 +91,7 @@ def build_masks(cfg: Config) -> MaskGenerator:
         context_aspect=m.context_aspect,
         min_keep=m.min_keep,
         token_multiple=multiple,
+        context_tokens=m.context_tokens,
     )
 
 

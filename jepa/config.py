@@ -99,6 +99,9 @@ class MaskConfig:
     # context tokens per image (and V-JEPA's target tokens) rounded down to a multiple of this; 'auto' = 8 on
     # images of >= 128 tokens and clips of >= 1024, else 1 (README "Performance": fewer step shapes)
     token_multiple: int | Literal["auto"] = "auto"
+    # images only: every image keeps exactly this many context tokens ('auto': 64 on 14 x 14, see jepa.masks;
+    # None: the batch's smallest count, as the reference), so the context encoder has one shape per step
+    context_tokens: int | Literal["auto"] | None = None
 
 
 @dataclass
@@ -154,7 +157,8 @@ class PerfConfig:
     # fp32 linear layers on CPU through oneDNN: about 2x MKL's speed on AMD CPUs, 0.7-0.8x on an Intel Xeon;
     # "auto" times one layer both ways at start
     onednn_linear: bool | Literal["auto"] = "auto"
-    compile: bool = False  # torch.compile the encoder and predictor (dynamic shapes: mask sizes vary per step)
+    # torch.compile the encoders and predictor (dynamic shapes; the encoders static with masks.context_tokens)
+    compile: bool = False
     activation_checkpointing: bool = False  # recompute block activations in backward: less memory, more time
     # shared-context predictor: attention block by block (context x context, each target block x context + itself)
     # instead of one masked matrix; same function, about half the attention work; "auto": split except under bf16
@@ -504,6 +508,8 @@ def validate(cfg: Config) -> None:
         (cfg.loss.var_coeff >= 0 and cfg.loss.cov_coeff >= 0, "loss coefficients must be >= 0"),
         (cfg.masks.token_multiple == "auto" or cfg.masks.token_multiple >= 1,
          "masks.token_multiple must be 'auto' or >= 1"),
+        (cfg.masks.context_tokens in (None, "auto") or cfg.masks.context_tokens >= cfg.masks.min_keep,
+         "masks.context_tokens must be 'auto', null or >= masks.min_keep"),
     ]
     for ok, message in checks:
         if not ok:

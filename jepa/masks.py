@@ -10,7 +10,7 @@ sees what it has to predict.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 import torch
 
@@ -139,12 +139,24 @@ def round_down(count: int, multiple: int, floor: int) -> int:
     return max(count - count % multiple, min(count, floor))
 
 
+# A fixed context count must be reachable by at least this share of draws in the worst case (largest
+# target blocks, smallest context block), so that ``max_tries`` redraws practically never run out:
+# 0.8 ** 100 is about 2e-10 per image.
+MIN_FIXED_CONTEXT_SUCCESS = 0.2
+_FEASIBILITY_DRAWS = 2000
+
+
 class MultiBlockMasks:
     """Samples I-JEPA context / target token indices for a batch of images.
 
     Every image keeps the batch's smallest number of visible context tokens (a random subset of its
     own), rounded down to a multiple of ``token_multiple`` (never below ``min_keep``); targets are
-    whole blocks.
+    whole blocks. With ``context_tokens`` every image keeps exactly that many instead (images with
+    fewer visible tokens are redrawn, as for ``min_keep``), so the context encoder sees one shape
+    in every step: what static-shape compilation and cached CPU kernels need. ``'auto'`` takes the
+    median count of the hardest layout (:meth:`worst_case_visible`) rounded down to a multiple of
+    ``token_multiple``: 64 on 14 x 14 with the reference's scales and steps of 8, about the reference's
+    mean batch-minimum at batch 16-128 (66 and 60).
     """
 
     def __init__(
@@ -158,6 +170,7 @@ class MultiBlockMasks:
         context_aspect: tuple[float, float] = (1.0, 1.0),
         min_keep: int = 10,
         token_multiple: int = 1,
+        context_tokens: int | Literal["auto"] | None = None,
         max_tries: int = 100,
     ) -> None:
         if len(grid) != 2 or min(grid) < 1:
@@ -200,11 +213,49 @@ class MultiBlockMasks:
         self.min_keep = min_keep
         self.token_multiple = token_multiple
         self.max_tries = max_tries
+        if context_tokens is not None:
+            worst = self.worst_case_visible()
+            if context_tokens == "auto":
+                context_tokens = max(round_down(int(worst.float().median()), token_multiple, min_keep), min_keep)
+            self._check_context_tokens(context_tokens, worst)
+        self.context_tokens = context_tokens
 
     @property
     def num_tokens(self) -> int:
         """Number of patch tokens in the grid."""
         return self.grid[0] * self.grid[1]
+
+    def worst_case_visible(self, draws: int = _FEASIBILITY_DRAWS) -> torch.Tensor:
+        """Visible context counts [draws] with the largest target blocks in the smallest context block.
+
+        The hardest layout the sampler can meet; a fixed seed keeps the check deterministic.
+        """
+        target = max(reachable_block_shapes(self.grid, self.target_scale, self.target_aspect),
+                     key=lambda hw: hw[0] * hw[1])
+        context = min(reachable_block_shapes(self.grid, self.context_scale, self.context_aspect),
+                      key=lambda hw: hw[0] * hw[1])
+        generator = torch.Generator().manual_seed(0)
+        targets = _place_blocks((draws, self.num_targets), target, self.grid, generator)
+        contexts = _place_blocks((draws,), context, self.grid, generator)
+        visible = _cover(contexts, self.num_tokens) & ~_cover(targets.flatten(1), self.num_tokens)
+        return visible.sum(1)
+
+    def _check_context_tokens(self, count: int, counts: torch.Tensor) -> None:
+        """Reject a fixed context count below ``min_keep`` or too rarely reached in the hardest layout
+        (``counts``, from :meth:`worst_case_visible`) to redraw for."""
+        if count < self.min_keep:
+            raise ValueError(f"context_tokens={count} is below min_keep={self.min_keep}")
+        success = float((counts >= count).float().mean())
+        if success < MIN_FIXED_CONTEXT_SUCCESS:
+            safe = int(counts.float().quantile(1 - MIN_FIXED_CONTEXT_SUCCESS))
+            advice = (f"use at most {safe}" if safe >= self.min_keep else
+                      f"even min_keep={self.min_keep} is too many; lower min_keep, num_targets or target_scale")
+            raise ValueError(
+                f"context_tokens={count} is too many for these masks: with the largest target blocks in the "
+                f"smallest context block only {success:.0%} of draws leave that many visible tokens on the "
+                f"{self.grid[0]}x{self.grid[1]} grid (need {MIN_FIXED_CONTEXT_SUCCESS:.0%} so that redraws "
+                f"never run out); {advice}"
+            )
 
     def _sample_shape(
         self, scale: tuple[float, float], aspect: tuple[float, float], generator: torch.Generator
@@ -237,8 +288,9 @@ class MultiBlockMasks:
 
         targets, context = draw_targets(batch_size), draw_context(batch_size)
         keep = visible(context, targets)
+        least = self.min_keep if self.context_tokens is None else self.context_tokens
         for attempt in range(1, self.max_tries):
-            redo = (keep.sum(1) < self.min_keep).nonzero().squeeze(1)
+            redo = (keep.sum(1) < least).nonzero().squeeze(1)
             if redo.numel() == 0:
                 break
             if attempt % _CONTEXT_TRIES_PER_TARGET_DRAW == 0:
@@ -247,14 +299,17 @@ class MultiBlockMasks:
             keep[redo] = visible(context[redo], targets[redo])
 
         counts = keep.sum(1)
-        if int(counts.min()) < self.min_keep:
+        if int(counts.min()) < least:
             (th, tw), (ch, cw) = target_shape, context_shape
+            setting = "min_keep" if self.context_tokens is None else "context_tokens"
             raise ValueError(
                 f"impossible masking settings: after {self.max_tries} tries, {self.num_targets} target "
                 f"blocks of {th}x{tw} still cover too much of a {ch}x{cw} context block on the "
-                f"{self.grid[0]}x{self.grid[1]} grid to leave min_keep={self.min_keep} context tokens "
-                f"(one image kept only {int(counts.min())}); lower num_targets, target_scale or min_keep"
+                f"{self.grid[0]}x{self.grid[1]} grid to leave {setting}={least} context tokens "
+                f"(one image kept only {int(counts.min())}); lower num_targets, target_scale or {setting}"
             )
+        if self.context_tokens is not None:
+            return MaskSet(random_subsets(keep, self.context_tokens, generator), targets)
         kept = round_down(int(counts.min()), self.token_multiple, self.min_keep)
         return MaskSet(random_subsets(keep, kept, generator), targets)
 

@@ -269,7 +269,8 @@ def train(cfg: Config, *, stop_signals: Sequence[signal.Signals] = STOP_SIGNALS)
         restore(model, optimizer, state, ckpt_path)
         if main:
             print(f"resuming from {ckpt_path} at step {start_step}", flush=True)
-    apply_perf(model, cfg.perf, accelerator.device, autocast_dtype)
+    apply_perf(model, cfg.perf, accelerator.device, autocast_dtype,
+               fixed_context=cfg.masks.context_tokens is not None)
     model, optimizer = accelerator.prepare(model, optimizer)
     core: JEPA = accelerator.unwrap_model(model)
 

@@ -1,5 +1,7 @@
+import pytest
+
 from jepa.build import build_masks
-from jepa.config import load_config
+from jepa.config import ConfigError, load_config
 
 
 def test_build_masks_resolves_token_multiple_from_the_token_grid():
@@ -14,3 +16,12 @@ def test_build_masks_resolves_token_multiple_from_the_token_grid():
     assert build_masks(load_config(None, [*video, "data.img_size=224"])).token_multiple == 1  # 2 x 14 x 14
     clips = [*video, "data.img_size=224", "video.num_frames=16"]
     assert build_masks(load_config(None, clips)).token_multiple == 8  # 8 x 14 x 14
+
+
+def test_build_masks_fixes_the_context_of_image_masks_only():
+    big = ["data.img_size=224", "encoder.patch_size=16", "masks.context_tokens=64"]
+    assert build_masks(load_config(None, big)).context_tokens == 64
+    video = ["data.source=moving-digits", "data.img_size=64", "encoder.patch_size=16", "video.num_frames=4"]
+    for masks in ("multiblock", "tube"):
+        with pytest.raises(ConfigError, match="masks.context_tokens applies to image masks"):
+            build_masks(load_config(None, [*video, f"video.masks={masks}", "masks.context_tokens=12"]))

@@ -47,6 +47,7 @@ def test_overrides_are_typed():
         values = [getattr(load_config(None, [f"perf.{key}={v}"]).perf, key) for v in ("auto", "true", "false")]
         assert values == ["auto", True, False]
     assert [load_config(None, [f"masks.token_multiple={v}"]).masks.token_multiple for v in ("auto", "4")] == ["auto", 4]
+    assert [load_config(None, [f"masks.context_tokens={v}"]).masks.context_tokens for v in ("64", "null")] == [64, None]
 
 
 @pytest.mark.parametrize(
@@ -64,6 +65,7 @@ def test_overrides_are_typed():
         ("perf.onednn_linear=maybe", "does not fit"),
         ("masks.token_multiple=0", "masks.token_multiple must be 'auto' or >= 1"),
         ("masks.token_multiple=eight", "does not fit"),
+        ("masks.context_tokens=9", "masks.context_tokens must be .auto., null or >= masks.min_keep"),
     ],
 )
 def test_bad_values_are_errors(override, message):

@@ -271,3 +271,54 @@ def test_token_multiple_keeps_a_random_subset_of_the_unrounded_context() -> None
         counts.add(b.context.shape[1])
     assert all(c % 8 == 0 or c == plain.min_keep for c in counts)
     assert len(counts) <= 16  # 10..152 in steps of 8; without rounding, about 50 distinct counts
+
+
+def test_fixed_context_keeps_exactly_that_many_visible_tokens_every_batch() -> None:
+    masks = MultiBlockMasks(grid=(14, 14), context_tokens=64)
+    generator = torch.Generator().manual_seed(3)
+    for batch in (1, 16, 64):
+        for _ in range(20):
+            context, targets = masks.sample(batch, generator)
+            assert context.shape == (batch, 64) and (context.diff(dim=1) > 0).all()
+            in_context = torch.zeros(batch, masks.num_tokens, dtype=torch.bool).scatter_(1, context, True)
+            assert not in_context.gather(1, targets.flatten(1)).any()
+
+
+def test_fixed_context_is_a_uniform_subset_of_the_visible_tokens() -> None:
+    """Same seed as a plain sampler with min_keep raised to the count: the same layouts are drawn (the
+    redraw rule is the same), so the fixed context is a subset of the plain one, and a visible cell is
+    kept with probability count / visible: the top and bottom halves of the grid get their expected
+    share (raster-order truncation would favour the top)."""
+    plain = MultiBlockMasks(grid=(14, 14), min_keep=64)
+    fixed = MultiBlockMasks(grid=(14, 14), context_tokens=64)
+    g_plain, g_fixed = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    expected, kept = torch.zeros(196), torch.zeros(196)
+    for _ in range(300):
+        a, b = plain.sample(1, g_plain), fixed.sample(1, g_fixed)
+        assert torch.equal(a.targets, b.targets) and set(b.context[0].tolist()) <= set(a.context[0].tolist())
+        expected[a.context[0]] += 64 / a.context.shape[1]
+        kept[b.context[0]] += 1
+    top, bottom = slice(0, 98), slice(98, 196)
+    for half in (top, bottom):
+        assert abs(float(kept[half].sum() / expected[half].sum()) - 1) < 0.03
+
+
+def test_fixed_context_must_be_reachable_with_the_largest_targets_in_the_smallest_context() -> None:
+    masks = MultiBlockMasks(grid=(14, 14))
+    worst = masks.worst_case_visible().float()
+    # 4 blocks of 6x7 = 42 cells in a 13x13 = 169-cell context: at least 169 - 4 * 42 = 1 visible,
+    # at most 169 - 42 = 127 (all four blocks on the same cells).
+    assert 1 <= worst.min() and worst.max() <= 127
+    safe = int(worst.quantile(0.8))
+    MultiBlockMasks(grid=(14, 14), context_tokens=safe)
+    with pytest.raises(ValueError, match=f"context_tokens={safe + 8} is too many.*use at most {safe}"):
+        MultiBlockMasks(grid=(14, 14), context_tokens=safe + 8)
+    with pytest.raises(ValueError, match="context_tokens=8 is below min_keep=10"):
+        MultiBlockMasks(grid=(14, 14), context_tokens=8)
+
+
+def test_auto_fixed_context_is_the_hardest_layouts_median_in_token_steps() -> None:
+    median = int(MultiBlockMasks(grid=(14, 14)).worst_case_visible().float().median())
+    assert MultiBlockMasks(grid=(14, 14), context_tokens="auto").context_tokens == median
+    assert MultiBlockMasks(grid=(14, 14), token_multiple=8, context_tokens="auto").context_tokens == 64
+    assert MultiBlockMasks(grid=(7, 7), context_tokens="auto").context_tokens >= 10  # never below min_keep

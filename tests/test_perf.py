@@ -141,3 +141,31 @@ def test_apply_perf_resolves_auto_split_attention(monkeypatch):
         _, model, _ = _model_and_batch("predictor.shared_context=true")
         apply_perf(model, PerfConfig(onednn_linear=False), CPU, dtype)
         assert model.predictor.split_attention is want
+
+
+def test_compile_is_static_where_the_step_shapes_are_fixed(monkeypatch):
+    calls = {}
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, dynamic: calls.__setitem__(self, dynamic))
+    for fixed in (False, True):
+        calls.clear()
+        _, model, _ = _model_and_batch()
+        apply_perf(model, PerfConfig(compile=True, onednn_linear=False), CPU, None, fixed_context=fixed)
+        assert calls == {model.encoder: not fixed, model.target_encoder: not fixed, model.predictor: True}
+
+
+@pytest.mark.slow
+def test_compiled_fixed_context_step_matches_eager_and_compiles_the_encoder_once():
+    from torch._dynamo.utils import counters
+
+    cfg, model, _ = _model_and_batch("data.img_size=32", "masks.context_tokens=auto")  # 8 x 8 tokens
+    masks = build_masks(cfg)
+    collate = MaskCollator(masks, seed=0, global_batch=4)
+    batches = [collate([(torch.randn(1, 32, 32), 0, i + 4 * k) for i in range(4)]) for k in range(3)]
+    assert {b["masks"][0].context.shape[1] for b in batches} == {masks.context_tokens}
+    plain = [_loss_and_grads(model, b) for b in batches]
+    torch._dynamo.reset()
+    counters.clear()
+    apply_perf(model, PerfConfig(attention="math", compile=True, onednn_linear=False), CPU, None, fixed_context=True)
+    for batch, want in zip(batches, plain):
+        torch.testing.assert_close(_loss_and_grads(model, batch), want, atol=1e-4, rtol=1e-4)
+    assert counters["stats"]["unique_graphs"] <= 3  # encoder, target encoder and predictor: no recompiles

@@ -16,6 +16,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from benchmarks.train_step import SMOKE, SMOKE_OVERRIDES, build_bench, main, make_config, strip_options  # noqa: E402
+from jepa.masks import MultiBlockMasks  # noqa: E402
 from jepa.train import step_values  # noqa: E402
 
 
@@ -40,6 +41,14 @@ def test_smoke_prints_one_json_report(capsys: pytest.CaptureFixture[str]) -> Non
     assert 0 < report["train_step_ms"] < report["step_ms_p90"]  # the median of (step - collate)
     assert report["train_mfu"] is None  # no known peak on CPU
     assert report["peak_mem_bytes"] > 0
+    assert config["token_multiple_used"] == 1 and config["context_tokens_used"] is None  # 8 x 8 tokens
+
+
+def test_fixed_context_is_reported_as_resolved(capsys: pytest.CaptureFixture[str]) -> None:
+    report = main(["--smoke", "masks.context_tokens=auto"])
+    grid = SMOKE["img_size"] // SMOKE["patch_size"]
+    fixed = MultiBlockMasks(grid=(grid, grid), context_tokens="auto").context_tokens
+    assert report["config"]["context_tokens_used"] == fixed
 
 
 @pytest.mark.parametrize(
@@ -124,9 +133,11 @@ def test_strip_options_drops_sweep_arguments_in_both_forms() -> None:
 
 
 def test_sweep_flips_each_switch_in_its_own_process(capsys: pytest.CaptureFixture[str]) -> None:
-    report = main(["--smoke", "--sweep", "--switches", "attention,shared_context,token_multiple", "perf.attention=math"])
+    switches = "attention,shared_context,token_multiple,context_tokens"
+    report = main(["--smoke", "--sweep", "--switches", switches, "perf.attention=math"])
     rows = {row["variant"]: row for row in report["variants"]}
-    assert list(rows) == ["baseline", "attention=fused", "shared_context=false", "token_multiple=8"]
+    assert list(rows) == ["baseline", "attention=fused", "shared_context=false", "token_multiple=8",
+                          "context_tokens=auto"]
     assert rows["baseline"]["ratio"] == 1.0
     for row in rows.values():
         assert row["items_per_s"] > 0 and row["peak_mem_bytes"] > 0
