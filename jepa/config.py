@@ -97,7 +97,7 @@ class MaskConfig:
     context_aspect: tuple[float, float] = (1.0, 1.0)
     min_keep: int = 10
     # context tokens per image (and V-JEPA's target tokens) rounded down to a multiple of this; 'auto' = 8 on
-    # images of >= 128 tokens and clips of >= 1024, else 1 (README "Performance": fewer step shapes)
+    # images of >= 128 tokens, else 1 (README "Performance": fewer step shapes)
     token_multiple: int | Literal["auto"] = "auto"
     # images only: every image keeps exactly this many context tokens ('auto': 64 on 14 x 14, see jepa.masks;
     # None: the batch's smallest count, as the reference), so the context encoder has one shape per step

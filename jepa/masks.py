@@ -106,24 +106,25 @@ def random_subsets(mask: torch.Tensor, size: int, generator: torch.Generator) ->
     return chosen.sort(dim=1).values
 
 
-# 'auto' token multiple: steps of 8 tokens from these grid sizes up (by grid rank: images, clips), where the
-# average context is large enough that a step of 8 is a small share of it (about 68 tokens on 14 x 14; a
-# clip's context is a tenth to a third of it: about 150 on 8 x 14 x 14, but 26 on 4 x 8 x 8).
+# 'auto' token multiple: steps of 8 tokens on image grids from this size up, where the average context is
+# large enough that a step of 8 is a small share of it (about 68 tokens on 14 x 14).
 AUTO_TOKEN_MULTIPLE = 8
-AUTO_MULTIPLE_MIN_TOKENS = {2: 128, 3: 1024}
+AUTO_MULTIPLE_MIN_TOKENS = 128
 
 
 def token_multiple_for(choice: int | str, grid: tuple[int, ...]) -> int:
-    """The token multiple for a token ``grid``: ``choice``, or for 'auto' 8 on images of at least 128 tokens
-    and clips of at least 1024, else 1.
+    """The token multiple for a token ``grid``: ``choice``, or for 'auto' 8 on images of at least 128 tokens,
+    else 1.
 
     On the 196-token ViT-Tiny step (bf16, Intel Xeon with AMX) steps of 8 kept memory flat at 3.3-3.6 GB
     over 200 steps and the step at about 0.92 s, against 6.4 GB and 1.2 s (and still growing) with
     every count allowed; they drop 3.5 of 68 context tokens on average. Small grids have few distinct
-    counts to begin with, and there each token is a larger share of the context.
+    counts to begin with, and there each token is a larger share of the context. Clips get 1: V-JEPA's
+    blocks span every frame, so their counts are already multiples of the T time steps (8 on 16 frames,
+    where steps of 8 changed nothing) and step with whole spatial positions.
     """
     if choice == "auto":
-        return AUTO_TOKEN_MULTIPLE if math.prod(grid) >= AUTO_MULTIPLE_MIN_TOKENS[len(grid)] else 1
+        return AUTO_TOKEN_MULTIPLE if len(grid) == 2 and math.prod(grid) >= AUTO_MULTIPLE_MIN_TOKENS else 1
     if isinstance(choice, bool) or not isinstance(choice, int) or choice < 1:
         raise ValueError(f"token_multiple must be 'auto' or an integer >= 1, got {choice!r}")
     return choice

@@ -73,3 +73,13 @@ def test_multiblock_3d_token_multiple_rounds_context_and_targets_down_to_subsets
             assert not set(b.context[0].tolist()) & set(b.targets[0, 0].tolist())
     with pytest.raises(ValueError, match="token_multiple"):
         MultiBlock3DMasks(grid=grid, token_multiple=0)
+
+
+def test_multiblock_3d_counts_are_multiples_of_the_time_steps_without_rounding():
+    """Blocks span every frame, so every count is T x a number of spatial positions: why 'auto' keeps
+    token_multiple at 1 on clips (on 16 frames at 224 px, steps of 8 changed nothing)."""
+    masks = MultiBlock3DMasks(grid=(8, 14, 14))
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        for context, targets in masks(4, generator):
+            assert context.shape[1] % 8 == 0 and targets.shape[2] % 8 == 0
