@@ -47,11 +47,11 @@ from torch.profiler import ProfilerActivity
 from torch.profiler import profile as profile_steps
 
 from benchmarks.report import device_name
-from jepa.build import build_jepa, build_masks, build_optimizer, grid_size, is_video
+from jepa.build import build_jepa, build_masks, build_optimizer, grid_size, is_video, static_shapes
 from jepa.config import Config, ConfigError, load_config
 from jepa.data.pretrain import MaskCollator
 from jepa.flops import StepShape, peak_flops, step_flops, step_shape
-from jepa.masks import MaskSet, token_multiple_for
+from jepa.masks import MaskGenerator, MaskSet, MultiBlock3DMasks, token_multiple_for
 from jepa.models.jepa import JEPA
 from jepa.models.vit import VIT_SIZES
 from jepa.onednn_linear import resolve_onednn_linear
@@ -100,6 +100,14 @@ def make_config(*, model: str, img_size: int, patch_size: int, batch: int, pred_
     return cfg
 
 
+def fixed_counts_of(masks: MaskGenerator) -> int | list[list[int]] | None:
+    """The fixed token counts ``masks`` draws: an image's context count, or a (context, target) pair per clip
+    mask set; None where they vary."""
+    if isinstance(masks, MultiBlock3DMasks):
+        return [list(pair) for pair in masks.fixed_counts] if masks.fixed_counts else None
+    return getattr(masks, "context_tokens", None)
+
+
 def peak_rss_bytes() -> int:
     """Peak resident set size of this process since it started (ru_maxrss: KiB on Linux, bytes on macOS)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -146,7 +154,7 @@ def build_bench(cfg: Config) -> Bench:
     model = build_jepa(cfg)
     optimizer = build_optimizer(model, cfg)
     apply_perf(model, cfg.perf, accelerator.device, resolve_precision(cfg.train.precision, accelerator.device),
-               fixed_context=cfg.masks.context_tokens is not None)
+               static=static_shapes(cfg))
     model, optimizer = accelerator.prepare(model, optimizer)
     side = cfg.data.img_size
     frames = (cfg.video.num_frames,) if is_video(cfg) else ()
@@ -210,7 +218,7 @@ def measure(cfg: Config, *, steps: int, warmup: int, log: Callable[[str], None] 
             "onednn_linear_used": resolve_onednn_linear(cfg.perf.onednn_linear, device),
             "split_attention_used": bench.flop_shape.split_attention,
             "token_multiple_used": getattr(bench.collate.mask_generator, "token_multiple", None),
-            "context_tokens_used": getattr(bench.collate.mask_generator, "context_tokens", None),
+            "context_tokens_used": fixed_counts_of(bench.collate.mask_generator),
         },
         **timing,
         "step_tflop": round(statistics.mean(flops) / 1e12, 4),

@@ -20,6 +20,7 @@ from jepa.models.jepa import JEPA
 from jepa.models.pos_embed import sincos_2d, sincos_3d
 from jepa.models.predictor import Predictor, SharedContextPredictor
 from jepa.models.vit import VisionTransformer, resolve_size, vit_2d, vit_3d
+from jepa.perf import StaticShapes
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -71,17 +72,21 @@ def num_mask_sets(cfg: Config) -> int:
 
 def build_masks(cfg: Config) -> MaskGenerator:
     m, v, grid = cfg.masks, cfg.video, grid_size(cfg)
-    if is_video(cfg) and m.context_tokens is not None:
-        raise ConfigError("masks.context_tokens applies to image masks; V-JEPA's mask sets each have their own "
-                          "context size (use masks.token_multiple to bound the shapes)")
     if is_video(cfg) and v.masks == "tube":
+        if m.context_tokens is not None:
+            raise ConfigError("masks.context_tokens does nothing with video.masks=tube: tube masks keep the same "
+                              "counts in every batch already")
         return RandomTubeMasks(grid=grid, ratio=v.tube_ratio)
     multiple = token_multiple_for(m.token_multiple, grid)
     if is_video(cfg):
+        if m.context_tokens not in (None, "auto"):
+            raise ConfigError(f"masks.context_tokens={m.context_tokens}: on clips it takes only 'auto' or null, because "
+                              "V-JEPA's two mask sets each need their own context and target counts")
         specs = tuple(
             BlockSpec(int(blocks), (scale, scale), aspect=m.target_aspect) for blocks, scale in (v.short_range, v.long_range)
         )
-        return MultiBlock3DMasks(grid=grid, specs=specs, min_keep=m.min_keep, token_multiple=multiple)
+        return MultiBlock3DMasks(grid=grid, specs=specs, min_keep=m.min_keep, token_multiple=multiple,
+                                 fixed_counts=m.context_tokens)
     return MultiBlockMasks(
         grid=grid,
         num_targets=m.num_targets,
@@ -93,6 +98,15 @@ def build_masks(cfg: Config) -> MaskGenerator:
         token_multiple=multiple,
         context_tokens=m.context_tokens,
     )
+
+
+def static_shapes(cfg: Config) -> StaticShapes:
+    """Which of the step's token counts ``cfg``'s masks keep fixed: tube masks and clips with
+    ``masks.context_tokens`` fix context and targets, images with it the context only."""
+    if is_video(cfg):
+        fixed = cfg.video.masks == "tube" or cfg.masks.context_tokens is not None
+        return StaticShapes(context=fixed, targets=fixed)
+    return StaticShapes(context=cfg.masks.context_tokens is not None)
 
 
 def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.AdamW:

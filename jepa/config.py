@@ -99,8 +99,9 @@ class MaskConfig:
     # context tokens per image (and V-JEPA's target tokens) rounded down to a multiple of this; 'auto' = 8 on
     # images of >= 128 tokens, else 1 (README "Performance": fewer step shapes)
     token_multiple: int | Literal["auto"] = "auto"
-    # images only: every image keeps exactly this many context tokens ('auto': 64 on 14 x 14, see jepa.masks;
-    # None: the batch's smallest count, as the reference), so the context encoder has one shape per step
+    # every image keeps exactly this many context tokens ('auto': 64 on 14 x 14, see jepa.masks; None: the
+    # batch's smallest count, as the reference), so the context encoder has one shape per step; clips take
+    # only 'auto', which fixes each mask set's context and target counts (about the reference's at 24 clips)
     context_tokens: int | Literal["auto"] | None = None
 
 
@@ -157,7 +158,7 @@ class PerfConfig:
     # fp32 linear layers on CPU through oneDNN: about 2x MKL's speed on AMD CPUs, 0.7-0.8x on an Intel Xeon;
     # "auto" times one layer both ways at start
     onednn_linear: bool | Literal["auto"] = "auto"
-    # torch.compile the encoders and predictor (dynamic shapes; the encoders static with masks.context_tokens)
+    # torch.compile the encoders and predictor (dynamic shapes; static where masks.context_tokens fixes them)
     compile: bool = False
     activation_checkpointing: bool = False  # recompute block activations in backward: less memory, more time
     # shared-context predictor: attention block by block (context x context, each target block x context + itself)

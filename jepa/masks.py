@@ -10,6 +10,7 @@ sees what it has to predict.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal, NamedTuple, Protocol
 
 import torch
@@ -343,6 +344,12 @@ def _place_tubes(
     return (corners.unsqueeze(-1) + offsets).flatten(1)
 
 
+# 'auto' fixed counts on clips: each mask set keeps the 5th percentile of its own visible and masked counts.
+# V-JEPA's visible counts spread far wider than I-JEPA's (eight blocks overlap at random), and the reference
+# keeps each batch's minimum, about this quantile at its recipe's 24 clips per GPU.
+AUTO_CLIP_COUNT_QUANTILE = 0.05
+
+
 class MultiBlock3DMasks:
     """V-JEPA multi-block masks on a (T, H, W) token grid: one mask set per :class:`BlockSpec`.
 
@@ -350,6 +357,11 @@ class MultiBlock3DMasks:
     positions per clip); the context is everything else. Counts are equalised
     across the batch by random subsets, like the 2-D masks, and both the context and
     the target counts are rounded down to a multiple of ``token_multiple``.
+
+    ``fixed_counts`` gives each mask set one (context, target) count for every batch instead (clips with
+    fewer visible or masked tokens are redrawn), so the step has the same shapes every time: bounded
+    oneDNN kernels on a CPU, static graphs for ``torch.compile``. ``'auto'`` takes
+    :data:`AUTO_CLIP_COUNT_QUANTILE` of each set's own draws (:meth:`auto_counts`).
     """
 
     def __init__(
@@ -359,6 +371,7 @@ class MultiBlock3DMasks:
         specs: tuple[BlockSpec, ...] = (SHORT_RANGE, LONG_RANGE),
         min_keep: int = 10,
         token_multiple: int = 1,
+        fixed_counts: Sequence[tuple[int, int]] | Literal["auto"] | None = None,
         max_tries: int = 100,
     ) -> None:
         if len(grid) != 3 or min(grid) < 1:
@@ -380,10 +393,61 @@ class MultiBlock3DMasks:
         self.min_keep = min_keep
         self.token_multiple = token_multiple
         self.max_tries = max_tries
+        if fixed_counts == "auto":
+            fixed_counts = [self.auto_counts(spec) for spec in self.specs]
+        if fixed_counts is not None:
+            fixed_counts = tuple((int(c), int(t)) for c, t in fixed_counts)
+            self._check_fixed_counts(fixed_counts)
+        self.fixed_counts: tuple[tuple[int, int], ...] | None = fixed_counts
 
     @property
     def num_tokens(self) -> int:
         return self.grid[0] * self.grid[1] * self.grid[2]
+
+    def reachable_shapes(self, spec: BlockSpec) -> set[tuple[int, int, int]]:
+        """Every (t, h, w) block that :meth:`_shape` can draw for ``spec``."""
+        frames = self.grid[0]
+        times = range(max(1, int(frames * spec.temporal_scale[0])), max(1, int(frames * spec.temporal_scale[1])) + 1)
+        spatial = reachable_block_shapes(self.grid[1:], spec.spatial_scale, spec.aspect)
+        return {(t, h, w) for t in times for h, w in spatial}
+
+    def _masked(self, spec: BlockSpec, shape: tuple[int, int, int], n: int, generator: torch.Generator) -> torch.Tensor:
+        """Boolean [n, T*H*W]: the union of ``spec.num_blocks`` blocks of ``shape`` per clip."""
+        return _cover(_place_tubes(n, shape, self.grid, spec.num_blocks, generator), self.num_tokens)
+
+    def auto_counts(self, spec: BlockSpec, draws: int = _FEASIBILITY_DRAWS) -> tuple[int, int]:
+        """(context, target) counts for ``spec``: the :data:`AUTO_CLIP_COUNT_QUANTILE` of the visible and of the
+        masked counts over ``draws`` clips drawn as the sampler draws them (seeded, so deterministic), leaving
+        out those it would redraw for ``min_keep``."""
+        generator = torch.Generator().manual_seed(0)
+        shapes = [self._shape(spec, generator) for _ in range(draws)]
+        masked = torch.cat([self._masked(spec, shape, shapes.count(shape), generator) for shape in sorted(set(shapes))])
+        masked = masked[(~masked).sum(1) >= self.min_keep]  # the sampler redraws the others
+        quantile = torch.tensor(AUTO_CLIP_COUNT_QUANTILE, dtype=torch.float64)
+        visible = int((~masked).sum(1).double().quantile(quantile, interpolation="lower"))
+        targets = int(masked.sum(1).double().quantile(quantile, interpolation="lower"))
+        return max(visible, self.min_keep), max(targets, 1)
+
+    def _check_fixed_counts(self, counts: tuple[tuple[int, int], ...]) -> None:
+        """Reject counts that are malformed, or that some drawable block shape reaches too rarely to redraw for."""
+        if len(counts) != len(self.specs):
+            raise ValueError(f"fixed_counts needs one (context, target) pair per mask set ({len(self.specs)}), "
+                             f"got {len(counts)}")
+        generator = torch.Generator().manual_seed(0)
+        for index, (spec, (context, targets)) in enumerate(zip(self.specs, counts)):
+            if context < self.min_keep or targets < 1 or context + targets > self.num_tokens:
+                raise ValueError(f"fixed_counts[{index}] = ({context}, {targets}) must have context >= min_keep="
+                                 f"{self.min_keep}, targets >= 1 and at most {self.num_tokens} tokens in all")
+            for shape in sorted(self.reachable_shapes(spec)):
+                masked = self._masked(spec, shape, _FEASIBILITY_DRAWS // 4, generator)
+                success = float((((~masked).sum(1) >= context) & (masked.sum(1) >= targets)).float().mean())
+                if success < MIN_FIXED_CONTEXT_SUCCESS:
+                    raise ValueError(
+                        f"fixed_counts[{index}] = ({context} context, {targets} target tokens) is out of reach: "
+                        f"{spec.num_blocks} blocks of {shape[0]}x{shape[1]}x{shape[2]} on the {self.grid} grid leave "
+                        f"both in only {success:.0%} of draws (need {MIN_FIXED_CONTEXT_SUCCESS:.0%} so that redraws "
+                        "never run out); lower them"
+                    )
 
     def _shape(self, spec: BlockSpec, generator: torch.Generator) -> tuple[int, int, int]:
         u_time, u_space, u_aspect = torch.rand(3, generator=generator, dtype=torch.float64).tolist()
@@ -393,22 +457,32 @@ class MultiBlock3DMasks:
         h, w = block_shape(self.grid[1:], int(self.grid[1] * self.grid[2] * s_scale), aspect)
         return max(1, int(self.grid[0] * t_scale)), h, w
 
-    def _sample_set(self, spec: BlockSpec, batch_size: int, generator: torch.Generator) -> MaskSet:
+    def _sample_set(self, spec: BlockSpec, counts: tuple[int, int] | None, batch_size: int,
+                    generator: torch.Generator) -> MaskSet:
         shape = self._shape(spec, generator)
-        masked = _cover(_place_tubes(batch_size, shape, self.grid, spec.num_blocks, generator), self.num_tokens)
+        least_context, least_targets = counts if counts is not None else (self.min_keep, 1)
+        masked = self._masked(spec, shape, batch_size, generator)
+
+        def short(masked: torch.Tensor) -> torch.Tensor:
+            return ((~masked).sum(1) < least_context) | (masked.sum(1) < least_targets)
+
         for _ in range(1, self.max_tries):
-            redo = ((~masked).sum(1) < self.min_keep).nonzero().squeeze(1)
+            redo = short(masked).nonzero().squeeze(1)
             if redo.numel() == 0:
                 break
-            blocks = _place_tubes(redo.numel(), shape, self.grid, spec.num_blocks, generator)
-            masked[redo] = _cover(blocks, self.num_tokens)
-        visible = ~masked
-        if int(visible.sum(1).min()) < self.min_keep:
+            masked[redo] = self._masked(spec, shape, redo.numel(), generator)
+        if bool(short(masked).any()):
+            setting = (f"min_keep={self.min_keep} context tokens" if counts is None else
+                       f"the fixed {least_context} context and {least_targets} target tokens")
             raise ValueError(
-                f"impossible masking settings: {spec.num_blocks} blocks of {shape[0]}x{shape[1]}x{shape[2]} tokens "
-                f"leave fewer than min_keep={self.min_keep} context tokens on the {self.grid} grid; "
+                f"impossible masking settings: after {self.max_tries} tries, {spec.num_blocks} blocks of "
+                f"{shape[0]}x{shape[1]}x{shape[2]} tokens still leave fewer than {setting} on the {self.grid} grid; "
                 "lower num_blocks, spatial_scale or min_keep"
             )
+        visible = ~masked
+        if counts is not None:
+            return MaskSet(random_subsets(visible, least_context, generator),
+                           random_subsets(masked, least_targets, generator).unsqueeze(1))
         kept = round_down(int(visible.sum(1).min()), self.token_multiple, self.min_keep)
         context = random_subsets(visible, kept, generator)
         targets = random_subsets(masked, round_down(int(masked.sum(1).min()), self.token_multiple, 1), generator)
@@ -417,7 +491,8 @@ class MultiBlock3DMasks:
     def __call__(self, batch_size: int, generator: torch.Generator) -> list[MaskSet]:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        return [self._sample_set(spec, batch_size, generator) for spec in self.specs]
+        counts = self.fixed_counts or (None,) * len(self.specs)
+        return [self._sample_set(spec, count, batch_size, generator) for spec, count in zip(self.specs, counts)]
 
 
 class RandomTubeMasks:

@@ -8,7 +8,7 @@ measurements behind the defaults.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import nn
@@ -108,27 +108,36 @@ def skip_coalescing_analysis() -> None:
         inductor_config.triton.coalesce_tiling_analysis = False
 
 
-def compile_modules(model: nn.Module, *, fixed_context: bool) -> None:
-    """``torch.compile`` the encoders and the predictor; the encoders with static shapes when the context is fixed.
+class StaticShapes(NamedTuple):
+    """Which token counts are the same in every step, so that ``torch.compile`` can build static graphs."""
 
-    With ``masks.context_tokens`` the context encoder sees one token count in every step and the target
-    encoder always whole inputs, so static graphs fit both (one each, no symbolic sizes). Otherwise the
-    context's size changes every step and both compile for dynamic shapes, which on the Intel Xeon with
-    AMX ran as fast as a static target encoder (947-1030 against 983-1049 ms). The predictor's sequence
-    changes with the target blocks' size either way.
+    context: bool = False  # the context encoder's (the target encoder always sees whole inputs)
+    targets: bool = False  # the predictor's: the context plus the target tokens
+
+
+def compile_modules(model: nn.Module, static: StaticShapes) -> None:
+    """``torch.compile`` the encoders and the predictor, each with static shapes where its token counts are fixed.
+
+    With a fixed context (``masks.context_tokens``) the context encoder sees one token count per mask set
+    and the target encoder always whole inputs, so static graphs fit both (one per count, no symbolic
+    sizes). Otherwise the context's size changes every step and both compile for dynamic shapes, which on
+    the Intel Xeon with AMX ran as fast as a static target encoder (947-1030 against 983-1049 ms). The
+    predictor is static only where the target counts are fixed too (clips with fixed counts, tube masks):
+    image target blocks vary in size.
     """
     skip_coalescing_analysis()
-    for name, dynamic in (("encoder", not fixed_context), ("target_encoder", not fixed_context), ("predictor", True)):
+    dynamic = {"encoder": not static.context, "target_encoder": not static.context, "predictor": not static.targets}
+    for name, is_dynamic in dynamic.items():
         module = getattr(model, name, None)
         if module is not None:
-            module.compile(dynamic=dynamic)
+            module.compile(dynamic=is_dynamic)
 
 
 def apply_perf(model: nn.Module, perf: PerfConfig, device: torch.device, autocast_dtype: torch.dtype | None,
-               *, fixed_context: bool = False) -> None:
+               *, static: StaticShapes = StaticShapes()) -> None:
     """Apply the model-side switches of ``perf`` (the optimizer's is read by ``build_optimizer``).
 
-    ``fixed_context``: every step's context has the same number of tokens (compiled with static shapes).
+    ``static``: which of the step's token counts never change (compiled with static shapes).
     """
     set_fused_attention(model, fused_attention_for(perf.attention, device, autocast_dtype, input_tokens(model)))
     if device.type == "cuda":
@@ -139,4 +148,4 @@ def apply_perf(model: nn.Module, perf: PerfConfig, device: torch.device, autocas
     if perf.activation_checkpointing:
         checkpoint_activations(model)
     if perf.compile:
-        compile_modules(model, fixed_context=fixed_context)
+        compile_modules(model, static)

@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from jepa import schedules
 from jepa.batching import BatchPlan, batch_plan, lr_scale
-from jepa.build import build_encoder, build_image_data, build_jepa, build_masks, build_optimizer, is_video
+from jepa.build import (build_encoder, build_image_data, build_jepa, build_masks, build_optimizer, is_video,
+                        static_shapes)
 from jepa.checkpoint import FORMAT, load_checkpoint, load_matching, save_checkpoint
 from jepa.config import Config, ConfigError, save_config, to_dict
 from jepa.data.pretrain import MaskCollator, SeededViews, train_transform
@@ -270,7 +271,7 @@ def train(cfg: Config, *, stop_signals: Sequence[signal.Signals] = STOP_SIGNALS)
         if main:
             print(f"resuming from {ckpt_path} at step {start_step}", flush=True)
     apply_perf(model, cfg.perf, accelerator.device, autocast_dtype,
-               fixed_context=cfg.masks.context_tokens is not None)
+               static=static_shapes(cfg))
     model, optimizer = accelerator.prepare(model, optimizer)
     core: JEPA = accelerator.unwrap_model(model)
 

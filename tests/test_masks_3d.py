@@ -83,3 +83,61 @@ def test_multiblock_3d_counts_are_multiples_of_the_time_steps_without_rounding()
     for _ in range(20):
         for context, targets in masks(4, generator):
             assert context.shape[1] % 8 == 0 and targets.shape[2] % 8 == 0
+
+
+def test_fixed_counts_give_every_batch_the_same_disjoint_counts_per_mask_set():
+    masks = MultiBlock3DMasks(grid=GRID, fixed_counts=((400, 700), (100, 1100)))
+    generator = torch.Generator().manual_seed(0)
+    for batch in (1, 5, 24):
+        for (context, targets), (n_context, n_targets) in zip(masks(batch, generator), masks.fixed_counts):
+            assert context.shape == (batch, n_context) and targets.shape == (batch, 1, n_targets)
+            for c, t in zip(context.tolist(), targets[:, 0].tolist()):
+                assert len(set(c)) == n_context and len(set(t)) == n_targets and not set(c) & set(t)
+                assert c == sorted(c) and t == sorted(t)
+
+
+def test_fixed_counts_are_uniform_subsets_so_late_frames_are_not_dropped():
+    """Truncating the sorted indices (as the reference does) would keep early frames and drop late ones."""
+    masks = MultiBlock3DMasks(grid=GRID, specs=(SHORT_RANGE,), fixed_counts=((300, 600),))
+    generator = torch.Generator().manual_seed(0)
+    late = {"context": [], "targets": []}
+    for _ in range(20):
+        (context, targets), = masks(8, generator)
+        half = GRID[0] // 2 * GRID[1] * GRID[2]
+        late["context"].append((context >= half).float().mean())
+        late["targets"].append((targets >= half).float().mean())
+    for name, shares in late.items():
+        assert abs(float(torch.stack(shares).mean()) - 0.5) < 0.03, name
+
+
+def test_auto_fixed_counts_are_about_the_references_batch_minimum_at_its_recipe_batch():
+    """'auto' aims at what the reference keeps (the batch's smallest counts) with its 24 clips per GPU."""
+    fixed = MultiBlock3DMasks(grid=GRID, fixed_counts="auto")
+    varying = MultiBlock3DMasks(grid=GRID)  # the batch minimum, as the reference
+    generator = torch.Generator().manual_seed(1)
+    sums = torch.zeros(2, 2)
+    for _ in range(40):
+        sums += torch.tensor([[s.context.shape[1], s.targets.shape[2]] for s in varying(24, generator)], dtype=torch.float)
+    reference = sums / 40
+    torch.testing.assert_close(torch.tensor(fixed.fixed_counts, dtype=torch.float), reference, rtol=0.2, atol=0)
+    assert fixed.fixed_counts == MultiBlock3DMasks(grid=GRID, fixed_counts="auto").fixed_counts  # seeded
+
+
+def test_auto_fixed_counts_leave_out_draws_the_sampler_redraws():
+    """On the small default grid two long-range blocks often cover almost everything; those draws are redrawn
+    for min_keep, so they must not pull the fixed context count down to min_keep."""
+    masks = MultiBlock3DMasks(grid=(4, 8, 8), fixed_counts="auto")
+    (_, _), (long_context, _) = masks.fixed_counts
+    assert long_context > masks.min_keep
+
+
+def test_fixed_counts_out_of_reach_or_malformed_are_rejected():
+    with pytest.raises(ValueError, match="one .context, target. pair per mask set"):
+        MultiBlock3DMasks(grid=GRID, fixed_counts=((400, 700),))
+    with pytest.raises(ValueError, match="context >= min_keep"):
+        MultiBlock3DMasks(grid=GRID, fixed_counts=((5, 700), (100, 1100)))
+    with pytest.raises(ValueError, match="at most 1568 tokens"):
+        MultiBlock3DMasks(grid=GRID, fixed_counts=((800, 800), (100, 1100)))
+    # 640 context and 900 target tokens of short-range masks are each common, but both at once in under a tenth
+    with pytest.raises(ValueError, match=r"fixed_counts\[0\] .* out of reach"):
+        MultiBlock3DMasks(grid=GRID, fixed_counts=((640, 900), (100, 1100)))

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from jepa.build import build_jepa, build_masks, build_optimizer
+from jepa.build import build_jepa, build_masks, build_optimizer, static_shapes
 from jepa.config import PerfConfig, load_config
 from jepa.data.pretrain import MaskCollator
 from jepa.perf import (
-    apply_perf, checkpoint_activations, fused_attention_for, input_tokens, set_fused_attention, set_split_attention,
+    StaticShapes, apply_perf, checkpoint_activations, fused_attention_for, input_tokens, set_fused_attention, set_split_attention,
     split_attention_for,
 )
 
@@ -146,11 +146,12 @@ def test_apply_perf_resolves_auto_split_attention(monkeypatch):
 def test_compile_is_static_where_the_step_shapes_are_fixed(monkeypatch):
     calls = {}
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, dynamic: calls.__setitem__(self, dynamic))
-    for fixed in (False, True):
+    for context, targets in ((False, False), (True, False), (True, True)):
         calls.clear()
         _, model, _ = _model_and_batch()
-        apply_perf(model, PerfConfig(compile=True, onednn_linear=False), CPU, None, fixed_context=fixed)
-        assert calls == {model.encoder: not fixed, model.target_encoder: not fixed, model.predictor: True}
+        apply_perf(model, PerfConfig(compile=True, onednn_linear=False), CPU, None,
+                   static=StaticShapes(context=context, targets=targets))
+        assert calls == {model.encoder: not context, model.target_encoder: not context, model.predictor: not targets}
 
 
 @pytest.mark.slow
@@ -165,7 +166,35 @@ def test_compiled_fixed_context_step_matches_eager_and_compiles_the_encoder_once
     plain = [_loss_and_grads(model, b) for b in batches]
     torch._dynamo.reset()
     counters.clear()
-    apply_perf(model, PerfConfig(attention="math", compile=True, onednn_linear=False), CPU, None, fixed_context=True)
+    apply_perf(model, PerfConfig(attention="math", compile=True, onednn_linear=False), CPU, None,
+               static=static_shapes(cfg))
     for batch, want in zip(batches, plain):
         torch.testing.assert_close(_loss_and_grads(model, batch), want, atol=1e-4, rtol=1e-4)
     assert counters["stats"]["unique_graphs"] <= 3  # encoder, target encoder and predictor: no recompiles
+
+
+@pytest.mark.slow
+def test_compiled_fixed_count_clip_step_matches_eager_with_one_graph_per_shape():
+    """Clips with fixed counts: one static graph per distinct context count for the context encoder and per
+    (context, target) pair for the predictor, one for the target encoder, and no recompiles across batches."""
+    from torch._dynamo.utils import counters
+
+    cfg = load_config(None, ["data.source=moving-digits", "data.img_size=16", "encoder.patch_size=4",
+                             "video.num_frames=8", "encoder.depth=2", "predictor.depth=2", "masks.context_tokens=auto"])
+    torch.manual_seed(0)
+    model = build_jepa(cfg)
+    masks = build_masks(cfg)
+    collate = MaskCollator(masks, seed=0, global_batch=4)
+    clip = (cfg.encoder.in_chans, cfg.video.num_frames, 16, 16)
+    batches = [collate([(torch.randn(clip), 0, i + 4 * k) for i in range(4)]) for k in range(3)]
+    shapes = {tuple((m.context.shape[1], m.targets.shape[2]) for m in b["masks"]) for b in batches}
+    assert shapes == {masks.fixed_counts}
+    plain = [_loss_and_grads(model, b) for b in batches]
+    torch._dynamo.reset()
+    counters.clear()
+    apply_perf(model, PerfConfig(attention="math", compile=True, onednn_linear=False), CPU, None,
+               static=static_shapes(cfg))
+    for batch, want in zip(batches, plain):
+        torch.testing.assert_close(_loss_and_grads(model, batch), want, atol=1e-4, rtol=1e-4)
+    static_graphs = len({context for context, _ in masks.fixed_counts}) + len(set(masks.fixed_counts)) + 1
+    assert counters["stats"]["unique_graphs"] == static_graphs  # dynamic graphs would be 3 in all

@@ -16,7 +16,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from benchmarks.train_step import SMOKE, SMOKE_OVERRIDES, build_bench, main, make_config, strip_options  # noqa: E402
-from jepa.masks import MultiBlockMasks  # noqa: E402
+from jepa.masks import MultiBlock3DMasks, MultiBlockMasks  # noqa: E402
 from jepa.train import step_values  # noqa: E402
 
 
@@ -49,6 +49,10 @@ def test_fixed_context_is_reported_as_resolved(capsys: pytest.CaptureFixture[str
     grid = SMOKE["img_size"] // SMOKE["patch_size"]
     fixed = MultiBlockMasks(grid=(grid, grid), context_tokens="auto").context_tokens
     assert report["config"]["context_tokens_used"] == fixed
+    clips = main(["--smoke", "--video", "masks.context_tokens=auto"])
+    tokens = (clips["config"]["frames"] // 2, grid, grid)  # tubelets of 2 frames
+    pairs = MultiBlock3DMasks(grid=tokens, fixed_counts="auto").fixed_counts  # (context, target) per mask set
+    assert clips["config"]["context_tokens_used"] == [list(pair) for pair in pairs]
 
 
 @pytest.mark.parametrize(
