@@ -80,8 +80,8 @@ def build_masks(cfg: Config) -> MaskGenerator:
     multiple = token_multiple_for(m.token_multiple, grid)
     if is_video(cfg):
         if m.context_tokens not in (None, "auto"):
-            raise ConfigError(f"masks.context_tokens={m.context_tokens}: on clips it takes only 'auto' or null, because "
-                              "V-JEPA's two mask sets each need their own context and target counts")
+            raise ConfigError(f"masks.context_tokens={m.context_tokens}: on clips it takes only 'auto' or null, "
+                              "because V-JEPA's two mask sets each need their own context and target counts")
         specs = tuple(
             BlockSpec(int(blocks), (scale, scale), aspect=m.target_aspect) for blocks, scale in (v.short_range, v.long_range)
         )

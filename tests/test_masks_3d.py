@@ -117,7 +117,8 @@ def test_auto_fixed_counts_are_about_the_references_batch_minimum_at_its_recipe_
     generator = torch.Generator().manual_seed(1)
     sums = torch.zeros(2, 2)
     for _ in range(40):
-        sums += torch.tensor([[s.context.shape[1], s.targets.shape[2]] for s in varying(24, generator)], dtype=torch.float)
+        counts = [[s.context.shape[1], s.targets.shape[2]] for s in varying(24, generator)]
+        sums += torch.tensor(counts, dtype=torch.float)
     reference = sums / 40
     torch.testing.assert_close(torch.tensor(fixed.fixed_counts, dtype=torch.float), reference, rtol=0.2, atol=0)
     assert fixed.fixed_counts == MultiBlock3DMasks(grid=GRID, fixed_counts="auto").fixed_counts  # seeded
