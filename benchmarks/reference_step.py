@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.report import device_name
-from benchmarks.train_step import add_step_arguments, check_step_arguments, timing_fields
+from benchmarks.train_step import add_step_arguments, check_step_arguments, timing_fields, warm_up
 
 MODULES = ("src.models.vision_transformer", "src.masks.multiblock", "src.masks.utils", "src.utils.tensors")
 EMA_MOMENTUM = 0.996  # the reference's first value; the schedule moves it by 1e-8 a step
@@ -142,8 +142,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     images = torch.randn(args.batch, 3, args.img_size, args.img_size, device=device)
     autocast = args.precision == "bf16"
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(args.warmup):
-        step(images, autocast)
+    warmup_s = warm_up(lambda _: step(images, autocast), args.warmup, sync)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times, collates, losses = [], [], []
@@ -163,7 +162,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                    "precision": args.precision, "pred_width": args.pred_width, "pred_depth": args.pred_depth,
                    "pred_heads": args.pred_heads, "num_targets": 4},
         **timing_fields(times, collates, batch=args.batch, device=device),
-        "losses": [round(x, 6) for x in losses], "steps": args.steps, "warmup": args.warmup, "torch": torch.__version__,
+        "losses": [round(x, 6) for x in losses], "steps": args.steps, "warmup": args.warmup,
+        "warmup_s": round(warmup_s, 3), "torch": torch.__version__,
     }
     print(json.dumps(report), flush=True)
     return report

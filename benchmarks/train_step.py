@@ -181,9 +181,7 @@ def measure(cfg: Config, *, steps: int, warmup: int, log: Callable[[str], None] 
             torch.cuda.synchronize(device)
 
     log(f"device {device_name(device)}, autocast {bench.autocast_dtype}; {warmup} warmup + {steps} timed steps")
-    for step in range(warmup):
-        bench.step(step)
-    sync()
+    warmup_s = warm_up(bench.step, warmup, sync)
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     times, collates, flops = [], [], []
@@ -228,8 +226,19 @@ def measure(cfg: Config, *, steps: int, warmup: int, log: Callable[[str], None] 
         "train_mfu": round(train_tflop_per_s * 1e12 / peak, 4) if peak else None,
         "steps": steps,
         "warmup": warmup,
+        "warmup_s": round(warmup_s, 3),
         "torch": torch.__version__,
     }
+
+
+def warm_up(step: Callable[[int], object], count: int, sync: Callable[[], None]) -> float:
+    """Run ``step(0) .. step(count - 1)`` untimed (compilation, allocator and kernel caches settle there);
+    returns the seconds they took, reported so that a compile's cost is seen next to the step it buys."""
+    start = time.perf_counter()
+    for i in range(count):
+        step(i)
+    sync()
+    return time.perf_counter() - start
 
 
 def timing_fields(times: list[float], collates: list[float], *, batch: int, device: torch.device) -> dict[str, Any]:

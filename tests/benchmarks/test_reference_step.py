@@ -126,6 +126,7 @@ def test_prints_one_json_report_and_trains(stand_in: Path, capsys: pytest.Captur
     assert report["items_per_s"] == pytest.approx(4000 / report["step_ms"], rel=1e-3)
     assert 0 <= report["collate_ms"] < report["step_ms"] and report["peak_mem_bytes"] > 0
     assert len(report["losses"]) == 3 and all(loss > 0 for loss in report["losses"])
+    assert report["warmup"] == 1 and report["warmup_s"] > 0
 
 
 def test_step_updates_online_weights_and_moves_the_target_by_the_ema(stand_in: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,9 @@ from jepa.train import step_values  # noqa: E402
 
 
 def test_smoke_prints_one_json_report(capsys: pytest.CaptureFixture[str]) -> None:
+    start = time.perf_counter()
     main(["--smoke"])
+    elapsed = time.perf_counter() - start
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1, lines
     report = json.loads(lines[0])
@@ -30,6 +33,7 @@ def test_smoke_prints_one_json_report(capsys: pytest.CaptureFixture[str]) -> Non
     assert report["device"]
     assert report["torch"] == torch.__version__
     assert report["steps"] == SMOKE["steps"] and report["warmup"] == SMOKE["warmup"]
+    assert 0 < report["warmup_s"] < elapsed  # the untimed steps (compilation, if any, happens there)
     config = report["config"]
     assert config["model"] == "vit_tiny" and config["batch"] == SMOKE["batch"]
     assert config["img_size"] == SMOKE["img_size"] and config["patch"] == SMOKE["patch_size"]
