@@ -8,6 +8,8 @@ measurements behind the defaults.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Literal, NamedTuple
 
 import torch
@@ -106,6 +108,27 @@ def skip_coalescing_analysis() -> None:
 
     if hasattr(inductor_config.triton, "coalesce_tiling_analysis"):
         inductor_config.triton.coalesce_tiling_analysis = False
+
+
+COMPILE_CACHE = "compile_cache"
+
+
+def keep_compiled_kernels(run_dir: Path) -> Path:
+    """Make the run folder's ``compile_cache`` inductor's on-disk cache, unless ``TORCHINDUCTOR_CACHE_DIR``
+    names a folder of the user's; returns the folder in use.
+
+    Inductor reuses kernels it finds there, so a resumed run (a requeued SLURM job, perhaps on a node whose
+    ``/tmp`` never saw this run) loads them instead of compiling again: resuming the embedded default for 20
+    steps took 30 s with its kernels there against 95 s from an empty cache (README "Performance"). Importing
+    ``torch._dynamo`` already writes torch's default (``/tmp/torchinductor_$USER``) into the variable, so
+    that value counts as unset; inductor reads the variable each time it looks up a kernel.
+    """
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if chosen is None or os.path.abspath(chosen) == os.path.abspath(default_cache_dir()):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(run_dir).resolve() / COMPILE_CACHE)
+    return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
 
 
 class StaticShapes(NamedTuple):

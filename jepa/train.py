@@ -39,7 +39,7 @@ from jepa.masks import MaskSet
 from jepa.metrics import MetricsWriter, plot_curves, read_metrics
 from jepa.models.jepa import JEPA
 from jepa.monitor import KnnMonitor
-from jepa.perf import apply_perf
+from jepa.perf import apply_perf, keep_compiled_kernels
 from jepa.precision import resolve_precision
 
 
@@ -252,9 +252,12 @@ def train(cfg: Config, *, stop_signals: Sequence[signal.Signals] = STOP_SIGNALS)
     plan = batch_plan(cfg, world)
     run_dir = resolve_run_dir(cfg, accelerator)
     autocast_dtype = resolve_precision(cfg.train.precision, accelerator.device)
+    compile_cache = keep_compiled_kernels(run_dir) if cfg.perf.compile else None
     if main:
         print(f"run folder: {run_dir}", flush=True)
         print(plan.describe(), flush=True)
+        if compile_cache is not None:
+            print(f"compiled kernels kept in {compile_cache}", flush=True)
         save_config(cfg, run_dir / "config.yaml")
 
     ckpt_path = run_dir / "checkpoint.pt"

@@ -5,8 +5,8 @@ from jepa.build import build_jepa, build_masks, build_optimizer, static_shapes
 from jepa.config import PerfConfig, load_config
 from jepa.data.pretrain import MaskCollator
 from jepa.perf import (
-    StaticShapes, apply_perf, checkpoint_activations, fused_attention_for, input_tokens, set_fused_attention, set_split_attention,
-    split_attention_for,
+    COMPILE_CACHE, StaticShapes, apply_perf, checkpoint_activations, fused_attention_for, input_tokens,
+    keep_compiled_kernels, set_fused_attention, set_split_attention, split_attention_for,
 )
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -195,3 +195,17 @@ def test_compiled_fixed_count_clip_step_matches_eager_with_one_graph_per_shape()
     assert shapes == {masks.fixed_counts}
     static_graphs = len({context for context, _ in masks.fixed_counts}) + len(set(masks.fixed_counts)) + 1
     assert _compiled_graphs_matching_eager(cfg, model, batches) == static_graphs  # dynamic graphs would be 3 in all
+
+
+def test_compiled_kernels_go_to_the_run_folder_unless_the_user_chose_a_cache(tmp_path, monkeypatch):
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    assert keep_compiled_kernels(tmp_path / "run") == (tmp_path / "run" / COMPILE_CACHE).resolve()
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    assert cache_dir() == str(tmp_path / "run" / COMPILE_CACHE)  # what inductor reads
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())  # what importing torch._dynamo sets
+    assert keep_compiled_kernels(tmp_path / "run2") == (tmp_path / "run2" / COMPILE_CACHE).resolve()
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    assert keep_compiled_kernels(tmp_path / "run") == tmp_path / "mine"

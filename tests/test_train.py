@@ -269,3 +269,22 @@ def test_resume_counts_restarts_in_metrics_and_summary(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], r["restarts"]) for r in records] == [(2, 0), (4, 0), (6, 1)]
     assert summary["restarts"] == 1 and load_checkpoint(tmp_path / "checkpoint.pt")["restarts"] == 1
+
+
+@pytest.mark.slow
+def test_a_resumed_compiled_run_loads_its_kernels_from_the_run_folder(tmp_path, monkeypatch):
+    from torch._dynamo.utils import counters
+
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())  # as importing torch._dynamo leaves it
+    torch._dynamo.reset()
+    counters.clear()
+    train(tiny(tmp_path, "train.steps=2", "perf.compile=true", "masks.context_tokens=auto"))
+    assert counters["inductor"]["fxgraph_cache_miss"] > 0 and not counters["inductor"]["fxgraph_cache_hit"]
+    assert any((tmp_path / "compile_cache").rglob("*.py"))  # the generated kernels
+
+    torch._dynamo.reset()  # as a new process would start: nothing compiled in memory
+    counters.clear()
+    train(tiny(tmp_path, "train.steps=4", "perf.compile=true", "masks.context_tokens=auto"))
+    assert counters["inductor"]["fxgraph_cache_hit"] > 0 and not counters["inductor"]["fxgraph_cache_miss"]
