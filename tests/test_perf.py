@@ -198,13 +198,11 @@ def test_compiled_fixed_count_clip_step_matches_eager_with_one_graph_per_shape()
 
 
 def test_compiled_kernels_go_to_the_run_folder_unless_the_user_chose_a_cache(tmp_path, monkeypatch):
+    from torch._inductor.runtime.cache_dir_utils import cache_dir, default_cache_dir
+
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     assert keep_compiled_kernels(tmp_path / "run") == (tmp_path / "run" / COMPILE_CACHE).resolve()
-    from torch._inductor.runtime.cache_dir_utils import cache_dir
-
     assert cache_dir() == str(tmp_path / "run" / COMPILE_CACHE)  # what inductor reads
-    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
-
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())  # what importing torch._dynamo sets
     assert keep_compiled_kernels(tmp_path / "run2") == (tmp_path / "run2" / COMPILE_CACHE).resolve()
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))

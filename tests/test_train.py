@@ -274,7 +274,6 @@ def test_resume_counts_restarts_in_metrics_and_summary(tmp_path):
 @pytest.mark.slow
 def test_a_resumed_compiled_run_loads_its_kernels_from_the_run_folder(tmp_path, monkeypatch):
     from torch._dynamo.utils import counters
-
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())  # as importing torch._dynamo leaves it
